@@ -1,0 +1,48 @@
+"""The ``relaxed-e3nn`` command.
+
+Each subcommand lives in its own private module exposing ``add_parser(subparsers)``, which
+registers the subcommand and sets ``func`` (a callable taking the parsed namespace and
+returning an exit code) as its default.
+"""
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+__all__ = ["main"]
+
+# module name -> one subcommand each; order is the order of ``--help``.
+_SUBCOMMAND_MODULES = ["_demo", "_train", "_evaluate", "_predict", "_analyze", "_generate", "_bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaxed-e3nn",
+        description="Relaxed E(3)-equivariant networks: train, analyse learned symmetry breaking, demo.",
+    )
+    from relaxed_e3nn import __version__
+
+    parser.add_argument("--version", action="version", version=f"relaxed-e3nn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"relaxed_e3nn.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"relaxed_e3nn.cli.{name}":
+                continue  # subcommand not shipped in this build
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"relaxed-e3nn {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,103 @@
+"""The atomic graph: one structure (or a batch of them) with its neighbour list."""
+from dataclasses import dataclass, field, fields, replace
+from typing import Dict, Optional
+
+import torch
+
+__all__ = ["AtomicGraph"]
+
+
+@dataclass
+class AtomicGraph:
+    r"""Atoms, their cell and their directed edges, for one structure or a batch of them.
+
+    Edge convention (the e3nn ``gate_points`` one): an edge goes from the neighbour that
+    sends, ``edge_src``, to the centre that receives, ``edge_dst``, and
+
+    .. math::
+        \mathbf{r}_{e} = \mathbf{x}_{\mathrm{src}} - \mathbf{x}_{\mathrm{dst}}
+                         + \mathbf{S}_e \, \mathbf{C}_{b(\mathrm{dst})}
+
+    with integer cell shifts :math:`\mathbf{S}_e` (a row vector) and the cell
+    :math:`\mathbf{C}` (lattice vectors as rows) of the edge's graph. The sign of every
+    odd-l relaxed weight depends on this convention. ``edge_vec`` is computed from
+    ``pos`` on demand, so forces follow by autograd when ``pos.requires_grad``.
+
+    Attributes
+    ----------
+    pos : torch.Tensor
+        ``[N, 3]`` Cartesian positions (Å).
+    atomic_numbers : torch.Tensor
+        ``[N]`` int64 atomic numbers.
+    cell : torch.Tensor
+        ``[B, 3, 3]`` lattice vectors as rows, one cell per graph (zeros when no cell).
+    pbc : torch.Tensor
+        ``[B, 3]`` bool periodicity per lattice direction.
+    edge_src, edge_dst : torch.Tensor
+        ``[E]`` int64 sender and receiver of each edge; never ``src == dst`` with zero shift.
+    edge_shift : torch.Tensor
+        ``[E, 3]`` integer cell shifts (stored in the positions' dtype for the matmul).
+    batch : torch.Tensor
+        ``[N]`` int64 graph index of each atom (all zeros for a single graph).
+    node_features : dict of str to torch.Tensor
+        Per-atom inputs beyond species, e.g. ``"velocities"`` ``[N, 3]``, ``"charges"`` ``[N]``.
+    node_targets : dict of str to torch.Tensor
+        Per-atom targets, e.g. ``"forces"`` ``[N, 3]``, ``"displacements"`` ``[N, 3]``.
+    graph_targets : dict of str to torch.Tensor
+        Per-graph targets, e.g. ``"energy"`` ``[B]``, ``"stress"`` ``[B, 3, 3]``.
+    cutoff : float
+        The radius the neighbour list was built with.
+    """
+
+    pos: torch.Tensor
+    atomic_numbers: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    edge_src: torch.Tensor
+    edge_dst: torch.Tensor
+    edge_shift: torch.Tensor
+    batch: torch.Tensor
+    cutoff: float
+    node_features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    node_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
+    graph_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.pos.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_src.shape[0])
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.cell.shape[0])
+
+    def edge_vec(self, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Edge vectors ``pos[src] - pos[dst] + shift @ cell`` (``[E, 3]``), differentiable in ``pos``."""
+        pos = self.pos if pos is None else pos
+        vec = pos[self.edge_src] - pos[self.edge_dst]
+        if self.num_edges > 0 and bool(self.pbc.any()):
+            cell = self.cell.to(pos.dtype)[self.batch[self.edge_dst]]  # [E, 3, 3]
+            vec = vec + torch.einsum("ei,eij->ej", self.edge_shift.to(pos.dtype), cell)
+        return vec
+
+    def to(self, device=None, dtype=None) -> "AtomicGraph":
+        """Move to ``device`` and cast floating-point tensors to ``dtype``; integer tensors keep theirs."""
+
+        def move(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            if t.is_floating_point() and dtype is not None:
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                changes[f.name] = {k: move(v) for k, v in value.items()}
+            else:
+                changes[f.name] = move(value)
+        return replace(self, **changes)

@@ -1,0 +1,1 @@
+"""discrete (under construction)."""

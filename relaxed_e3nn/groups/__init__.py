@@ -1,0 +1,1 @@
+"""groups (under construction)."""
