@@ -1,0 +1,47 @@
+"""Atomic file writes: a file is either absent, the old version, or complete — never half-written."""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+__all__ = ["atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
+    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
+
+    If the body raises (or the process dies), ``path`` is untouched and the temporary file
+    is removed (or left as an ignorable ``.tmp`` sibling after a hard kill).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file. Its directory is created if needed.
+    mode : {"wb", "w"}
+        Binary or text mode.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
