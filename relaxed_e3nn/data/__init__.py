@@ -1,4 +1,16 @@
 """Atomic graphs, neighbour lists, readers, batching and data generators."""
+from relaxed_e3nn.data._batch import GraphDataset, collate
+from relaxed_e3nn.data._builders import from_arrays, from_ase, from_pymatgen, read
 from relaxed_e3nn.data._graph import AtomicGraph
+from relaxed_e3nn.data._neighbors import neighbor_list
 
-__all__ = ["AtomicGraph"]
+__all__ = [
+    "AtomicGraph",
+    "neighbor_list",
+    "from_arrays",
+    "from_ase",
+    "from_pymatgen",
+    "read",
+    "collate",
+    "GraphDataset",
+]

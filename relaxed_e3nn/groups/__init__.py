@@ -1,1 +1,27 @@
-"""groups (under construction)."""
+"""Point groups as data: finite and continuous subgroups of O(3) as 3x3 matrices.
+
+A :class:`PointGroup` knows its Schoenflies and Hermann–Mauguin names, its frame (the rotation
+from the standard frame of DESIGN §6 to the user's axes), its elements (finite groups), exact
+membership for the continuous groups, subgroup relations, intersections, Haar sampling and the
+Reynolds projector onto the invariants of any e3nn representation.
+
+Constructors: :func:`point_group` (by name), :func:`point_group_from_elements`,
+:func:`point_group_from_generators` (closure and naming), :func:`point_group_of` (the symmetry
+of an ase / pymatgen structure). :func:`describe_element` classifies a single matrix.
+"""
+from ._catalogue import CONTINUOUS_GROUPS, MAX_AXIS_ORDER
+from ._elements import SymmetryElement, describe_element
+from ._point_group import PointGroup, point_group, point_group_from_elements, point_group_from_generators
+from ._structure import point_group_of
+
+__all__ = [
+    "PointGroup",
+    "point_group",
+    "point_group_from_elements",
+    "point_group_from_generators",
+    "point_group_of",
+    "describe_element",
+    "SymmetryElement",
+    "MAX_AXIS_ORDER",
+    "CONTINUOUS_GROUPS",
+]

@@ -1,1 +1,21 @@
-"""models (under construction)."""
+"""Ready networks built from :mod:`relaxed_e3nn.nn`, and the model file format.
+
+- :class:`RelaxedNetworkConfig` — every architectural choice, as a plain dataclass.
+- :class:`RelaxedNetwork` — relaxed (or strict twin) message passing on an ``AtomicGraph``:
+  energy + forces + stress, per-atom irreps, or per-graph irreps.
+- :func:`save` / :func:`load` (also ``relaxed_e3nn.save`` / ``relaxed_e3nn.load``) and the
+  payload functions :func:`model_to_dict` / :func:`model_from_dict` that training checkpoints wrap.
+"""
+from relaxed_e3nn.models._config import RelaxedNetworkConfig
+from relaxed_e3nn.models._io import FORMAT_VERSION, load, model_from_dict, model_to_dict, save
+from relaxed_e3nn.models._network import RelaxedNetwork
+
+__all__ = [
+    "RelaxedNetworkConfig",
+    "RelaxedNetwork",
+    "save",
+    "load",
+    "model_to_dict",
+    "model_from_dict",
+    "FORMAT_VERSION",
+]

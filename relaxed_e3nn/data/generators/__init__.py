@@ -1,10 +1,40 @@
 """Seeded, offline generators of datasets with known symmetry (breaking).
 
 Each generator lives in its own private module and is registered in ``GENERATORS`` by name,
-so ``relaxed-e3nn generate NAME`` and the trainer's ``dataset: NAME`` find it.
+so ``relaxed-e3nn generate NAME`` and the trainer's ``dataset: NAME`` find it. A generator is
+called as ``GENERATORS[name](n=..., seed=..., **options)`` and returns a list of
+``ase.Atoms`` whose ``info`` documents the known answer: ``parent_group`` (the symmetry of the
+inputs), ``residual_group`` (the symmetry that the targets keep) and ``axis``.
+
+==========================  ==========================================================  ===================
+name                        data                                                        residual symmetry
+==========================  ==========================================================  ===================
+``perovskite_distortion``   ideal cubic ABO3 -> ferroelectric displacements             C4v / C2v / C3v
+``field_md``                neutral clusters in a uniform field (energy, forces)        C∞v about E
+``lorentz``                 charges in uniform E and B (accelerations)                  C∞, Cs or C1
+``shape_deformation``       cube -> cube / tetragonal prism / irregular shape           Oh / D4h / C1
+==========================  ==========================================================  ===================
 """
 from typing import Callable, Dict
 
-__all__ = ["GENERATORS"]
+from relaxed_e3nn.data.generators._field_md import UniformFieldCalculator, field_md
+from relaxed_e3nn.data.generators._lorentz import lorentz, lorentz_accelerations, lorentz_residual_group
+from relaxed_e3nn.data.generators._perovskite import (
+    PEROVSKITE_PHASES, perovskite_compositions, perovskite_distortion,
+)
+from relaxed_e3nn.data.generators._shape import SHAPE_TARGETS, shape_deformation
 
-GENERATORS: Dict[str, Callable] = {}
+__all__ = [
+    "GENERATORS",
+    "perovskite_distortion", "perovskite_compositions", "PEROVSKITE_PHASES",
+    "field_md", "UniformFieldCalculator",
+    "lorentz", "lorentz_accelerations", "lorentz_residual_group",
+    "shape_deformation", "SHAPE_TARGETS",
+]
+
+GENERATORS: Dict[str, Callable] = {
+    "perovskite_distortion": perovskite_distortion,
+    "field_md": field_md,
+    "lorentz": lorentz,
+    "shape_deformation": shape_deformation,
+}

@@ -1,0 +1,258 @@
+r"""Ready networks for particle dynamics: the point-group model ``DEGNN`` and the ``EGNN`` baseline.
+
+Both map an input frame to predicted positions,
+``forward(pos, vel, node_attr, edge_src, edge_dst, batch=None, center=None) -> (N, 3)``,
+with the same embedding, depth, width and update rule, so that they differ only in the
+symmetry they build in: E(3) for ``EGNN``, a finite point group G about a centre for ``DEGNN``
+(``DEGNN`` with the trivial group ``C1`` is the non-equivariant twin).
+
+Node inputs are the per-particle scalars ``node_attr`` (charges, masses, species) and
+:math:`|v_i|^2`; each edge also gets the products ``node_attr[i] * node_attr[j]``
+(e.g. :math:`q_i q_j`) as invariant edge scalars.
+"""
+from typing import Optional
+
+import torch
+
+from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn.discrete._message_passing import VARIANTS, PointGroupMessagePassing, _mlp
+
+__all__ = ["DEGNN", "EGNN", "EGNNLayer"]
+
+
+def _check_inputs(pos, vel, node_attr, edge_src, edge_dst, batch, node_attr_dim):
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+        raise ValueError(f"pos: expected a tensor of shape (N, 3), got {getattr(pos, 'shape', type(pos))}")
+    n = pos.shape[0]
+    if n == 0:
+        raise ValueError("pos: the graph has no nodes")
+    if not isinstance(vel, torch.Tensor) or vel.shape != pos.shape:
+        raise ValueError(f"vel: expected shape {tuple(pos.shape)}, got {getattr(vel, 'shape', type(vel))}")
+    if not isinstance(node_attr, torch.Tensor) or node_attr.shape != (n, node_attr_dim):
+        raise ValueError(
+            f"node_attr: expected shape ({n}, {node_attr_dim}), got {getattr(node_attr, 'shape', type(node_attr))}"
+        )
+    for name, value in (("pos", pos), ("vel", vel), ("node_attr", node_attr)):
+        if not value.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name}: contains NaN or inf")
+    for name, index in (("edge_src", edge_src), ("edge_dst", edge_dst)):
+        if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name}: expected a 1-D integer tensor, got {getattr(index, 'dtype', type(index))}")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise ValueError(f"{name}: indices must lie in [0, {n}), got range [{int(index.min())}, {int(index.max())}]")
+    if edge_src.shape != edge_dst.shape:
+        raise ValueError(f"edge_src and edge_dst must have the same length, got {edge_src.shape[0]} and {edge_dst.shape[0]}")
+    if batch is not None:
+        if not isinstance(batch, torch.Tensor) or batch.shape != (n,) or batch.is_floating_point():
+            raise ValueError(f"batch: expected an integer tensor of shape ({n},), got {getattr(batch, 'shape', type(batch))}")
+        if int(batch.min()) < 0:
+            raise ValueError("batch: indices must be non-negative")
+
+
+def _node_centers(center, default, pos, batch):
+    """Per-node centre (N, 3) from a global (3,) or per-system (B, 3) centre."""
+    c = default if center is None else torch.as_tensor(center, dtype=pos.dtype, device=pos.device)
+    c = c.to(dtype=pos.dtype, device=pos.device)
+    if c.shape == (3,):
+        return c.expand_as(pos)
+    if c.dim() == 2 and c.shape[1] == 3:
+        if batch is None:
+            if c.shape[0] != 1:
+                raise ValueError(f"center: a per-system centre of shape {tuple(c.shape)} needs `batch`")
+            return c.expand_as(pos)
+        if int(batch.max()) >= c.shape[0]:
+            raise ValueError(f"center: {c.shape[0]} centres for a batch of {int(batch.max()) + 1} systems")
+        return c[batch]
+    raise ValueError(f"center: expected shape (3,) or (B, 3), got {tuple(c.shape)}")
+
+
+class _DynamicsModel(torch.nn.Module):
+    """Shared embedding, input checks and the stack of layers."""
+
+    def __init__(self, node_attr_dim: int, hidden: int, layers: int, center):
+        super().__init__()
+        if int(node_attr_dim) < 0:
+            raise ValueError(f"node_attr_dim must be >= 0, got {node_attr_dim!r}")
+        if int(hidden) < 1 or int(layers) < 1:
+            raise ValueError(f"hidden and layers must be positive integers, got {hidden!r}, {layers!r}")
+        self.node_attr_dim = int(node_attr_dim)
+        self.hidden = int(hidden)
+        self.num_layers = int(layers)
+        self.embedding = torch.nn.Linear(self.node_attr_dim + 1, self.hidden)
+        c = torch.zeros(3) if center is None else torch.as_tensor(center, dtype=torch.get_default_dtype())
+        if c.shape != (3,) or not torch.isfinite(c).all():
+            raise ValueError(f"center: expected 3 finite numbers, got {center!r}")
+        self.register_buffer("center", c.clone())
+        self.layers = torch.nn.ModuleList()
+
+    def forward(
+        self,
+        pos: torch.Tensor,
+        vel: torch.Tensor,
+        node_attr: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        batch: Optional[torch.Tensor] = None,
+        center: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Predicted positions ``(N, 3)``.
+
+        Parameters
+        ----------
+        pos, vel : torch.Tensor
+            ``(N, 3)`` positions and velocities of the input frame.
+        node_attr : torch.Tensor
+            ``(N, node_attr_dim)`` invariant per-particle scalars.
+        edge_src, edge_dst : torch.Tensor
+            ``(E,)`` sender / receiver indices (messages flow ``src -> dst``), over the whole batch.
+        batch : torch.Tensor, optional
+            ``(N,)`` system index of each node (needed for per-system centres).
+        center : torch.Tensor, optional
+            ``(3,)`` or ``(B, 3)`` centre(s) the group acts about; defaults to the model's ``center``.
+        """
+        _check_inputs(pos, vel, node_attr, edge_src, edge_dst, batch, self.node_attr_dim)
+        edge_src = edge_src.long()
+        edge_dst = edge_dst.long()
+        node_center = _node_centers(center, self.center, pos, batch)
+        features = self.embedding(torch.cat([node_attr, (vel * vel).sum(-1, keepdim=True)], dim=-1))
+        edge_attr = node_attr[edge_src] * node_attr[edge_dst]
+        for layer in self.layers:
+            features, pos = self._layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr)
+        return pos
+
+
+class DEGNN(_DynamicsModel):
+    r"""Point-group equivariant dynamics network: stacked :class:`PointGroupMessagePassing` layers.
+
+    For every g in G and centre c,
+    ``model(c + (pos - c) g^T, vel g^T, ...) == c + (model(pos, vel, ...) - c) g^T``.
+
+    Parameters
+    ----------
+    group : str, PointGroup or array_like
+        Any finite point group, by catalogue name, object (any frame) or elements.
+    node_attr_dim : int
+        Number of per-particle invariant scalars.
+    hidden : int
+        Width of node features, messages and (by default) the per-element orbit features.
+    layers : int
+        Number of message-passing layers.
+    variant : {"pooling", "attention", "ranking"}
+        Orbit reduction (see :class:`PointGroupMessagePassing`).
+    center : array_like, optional
+        Default global centre (3,) the group acts about (the box centre); origin if omitted.
+    reduce : {"mean", "sum"}
+        Reduction of the ``"pooling"`` variant.
+    orbit_width : int, optional
+        Width of the per-element features (default ``hidden``).
+    node_orbit : bool
+        Include the group-averaged node term.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from relaxed_e3nn.discrete import DEGNN
+    >>> flips = torch.stack([torch.diag(torch.tensor(s, dtype=torch.float64))
+    ...                      for s in [(1., 1, 1), (-1., 1, 1), (1., -1, 1), (-1., -1, 1)]])
+    >>> model = DEGNN(flips, node_attr_dim=1, hidden=8, layers=2)
+    >>> src, dst = torch.tensor([0, 1]), torch.tensor([1, 0])
+    >>> model(torch.randn(2, 3), torch.randn(2, 3), torch.ones(2, 1), src, dst).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        group,
+        node_attr_dim: int,
+        hidden: int = 64,
+        layers: int = 4,
+        variant: str = "pooling",
+        center=None,
+        reduce: str = "mean",
+        orbit_width: Optional[int] = None,
+        node_orbit: bool = True,
+    ):
+        super().__init__(node_attr_dim, hidden, layers, center)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
+        for _ in range(self.num_layers):
+            self.layers.append(
+                PointGroupMessagePassing(
+                    group,
+                    self.hidden,
+                    edge_attr_dim=self.node_attr_dim,
+                    orbit_width=orbit_width,
+                    variant=variant,
+                    reduce=reduce,
+                    node_orbit=node_orbit,
+                )
+            )
+
+    @property
+    def elements(self) -> torch.Tensor:
+        """The group elements ``(G, 3, 3)`` the model is equivariant under."""
+        return self.layers[0].elements
+
+    @staticmethod
+    def _layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr):
+        return layer(features, pos, vel, node_center, edge_src, edge_dst, edge_attr)
+
+
+class EGNNLayer(torch.nn.Module):
+    r"""E(n)-equivariant layer with velocities (Satorras et al.), same widths as the point-group layer.
+
+    .. math::
+        m_e = \sigma(M \sigma(U[h_i, h_j, |x_i - x_j|^2, a_e] + b) + b_m), \quad
+        x_i' = x_i + \mathrm{mean}_j (x_i - x_j)\phi_x(m_e) + \phi_v(h_i) v_i, \quad
+        h_i' = h_i + \phi_h(h_i, \textstyle\sum_j m_e).
+    """
+
+    def __init__(self, hidden: int, edge_attr_dim: int = 0):
+        super().__init__()
+        self.hidden = int(hidden)
+        self.edge_attr_dim = int(edge_attr_dim)
+        self.invariant_linear = torch.nn.Linear(2 * self.hidden + 1 + self.edge_attr_dim, self.hidden)
+        self.message_linear = torch.nn.Linear(self.hidden, self.hidden)
+        self.radial_coefficient = _mlp(self.hidden, self.hidden, 1)
+        self.velocity_coefficient = _mlp(self.hidden, self.hidden, 1)
+        self.node_mlp = _mlp(2 * self.hidden, self.hidden, self.hidden)
+
+    def forward(self, node_features, pos, vel, edge_src, edge_dst, edge_attr=None):
+        dst, src = edge_dst, edge_src
+        diff = pos[dst] - pos[src]
+        scalars = [node_features[dst], node_features[src], (diff * diff).sum(-1, keepdim=True)]
+        if self.edge_attr_dim:
+            scalars.append(edge_attr)
+        hidden = torch.nn.functional.silu(self.invariant_linear(torch.cat(scalars, dim=-1)))
+        messages = torch.nn.functional.silu(self.message_linear(hidden))
+        n = pos.shape[0]
+        displacement = scatter(diff * self.radial_coefficient(messages), dst, dim=0, dim_size=n, reduce="mean")
+        new_pos = pos + displacement + self.velocity_coefficient(node_features) * vel
+        aggregated = scatter(messages, dst, dim=0, dim_size=n, reduce="sum")
+        return node_features + self.node_mlp(torch.cat([node_features, aggregated], dim=-1)), new_pos
+
+
+class EGNN(_DynamicsModel):
+    """E(3)-equivariant baseline with the same call signature as :class:`DEGNN` (``center`` is unused).
+
+    Parameters
+    ----------
+    node_attr_dim : int
+        Number of per-particle invariant scalars.
+    hidden, layers : int
+        Width and depth.
+    center : array_like, optional
+        Accepted for a uniform interface; E(3)-equivariance makes the output independent of it.
+    """
+
+    def __init__(self, node_attr_dim: int, hidden: int = 64, layers: int = 4, center=None):
+        super().__init__(node_attr_dim, hidden, layers, center)
+        for _ in range(self.num_layers):
+            self.layers.append(EGNNLayer(self.hidden, edge_attr_dim=self.node_attr_dim))
+
+    @staticmethod
+    def _layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr):
+        return layer(features, pos, vel, edge_src, edge_dst, edge_attr)

@@ -1,0 +1,95 @@
+"""The Cartesian point group of an atomic structure (ase / pymatgen)."""
+import numpy as np
+
+from ._linalg import nearest_orthogonal, perpendicular_unit, frame_from_axes
+from ._point_group import PointGroup, point_group_from_elements
+
+__all__ = ["point_group_of"]
+
+
+def _structure_kind(obj):
+    """Convert ``obj`` to ``("crystal", Structure)`` or ``("molecule", Molecule)``."""
+    from pymatgen.core import Molecule, Structure
+
+    if isinstance(obj, Structure):
+        return "crystal", obj
+    if isinstance(obj, Molecule):
+        return "molecule", obj
+    try:
+        from ase import Atoms
+    except ImportError:  # pragma: no cover - ase is a dependency
+        Atoms = None
+    if Atoms is not None and isinstance(obj, Atoms):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if len(obj) == 0:
+            raise ValueError("atoms_or_structure has no atoms")
+        if not np.all(np.isfinite(obj.positions)):
+            raise ValueError("atoms_or_structure has NaN or inf positions")
+        if obj.pbc.any():
+            if abs(np.linalg.det(obj.cell.array)) < 1e-8:
+                raise ValueError(
+                    "atoms_or_structure is periodic (pbc has True entries) but its cell is degenerate; "
+                    "give a full 3x3 cell (vacuum along non-periodic directions) or set pbc=False"
+                )
+            return "crystal", AseAtomsAdaptor.get_structure(obj)
+        return "molecule", AseAtomsAdaptor.get_molecule(obj)
+    raise TypeError(
+        "atoms_or_structure must be an ase.Atoms, pymatgen Structure or pymatgen Molecule, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
+    """The point group of a crystal or molecule, as Cartesian matrices.
+
+    Parameters
+    ----------
+    atoms_or_structure : ase.Atoms, pymatgen.core.Structure or pymatgen.core.Molecule
+        ase ``Atoms`` with any periodic direction are treated as a 3-D periodic crystal with
+        their cell (a slab with vacuum gets the point group of its periodic stacking; the
+        vacuum direction must be in the cell); ``pbc=False`` atoms are molecules.
+    symprec : float
+        Distance tolerance in Å: spglib's ``symprec`` for crystals (via pymatgen's
+        ``SpacegroupAnalyzer``), the ``tolerance`` of pymatgen's ``PointGroupAnalyzer`` for
+        molecules.
+    tol : float
+        Entrywise matrix tolerance used when closing and naming the operations (the operations
+        of a structure symmetric only within ``symprec`` are orthogonal only approximately;
+        they are projected onto O(3) first).
+
+    Returns
+    -------
+    PointGroup
+        Crystals: the rotational parts of the space-group operations converted from lattice to
+        Cartesian coordinates, ``R = Lᵀ W L⁻ᵀ`` (rows of ``L`` are the lattice vectors), so a
+        hexagonal crystal with ``c`` along z has its 6-fold axis along z. Molecules: the
+        operations about the centre of mass; linear molecules give ``Cinfv`` or ``Dinfh`` with
+        the molecular axis, a single atom gives ``O3``.
+    """
+    if not (isinstance(symprec, (int, float)) and symprec > 0):
+        raise ValueError(f"symprec must be a positive float (Å), got {symprec!r}")
+    kind, obj = _structure_kind(atoms_or_structure)
+    if kind == "crystal":
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+        ops = SpacegroupAnalyzer(obj, symprec=symprec).get_point_group_operations(cartesian=True)
+        mats = np.stack([op.rotation_matrix for op in ops])
+        return point_group_from_elements(nearest_orthogonal(mats), tol=tol)
+
+    if len(obj) == 0:
+        raise ValueError("atoms_or_structure has no atoms")
+    if len(obj) == 1:
+        return PointGroup("O3")
+    from pymatgen.symmetry.analyzer import PointGroupAnalyzer
+
+    analyzer = PointGroupAnalyzer(obj, tolerance=symprec)
+    symbol = analyzer.sch_symbol
+    if "*" in symbol:
+        centred = obj.cart_coords - obj.center_of_mass
+        axis = np.linalg.svd(centred)[2][0]
+        frame = frame_from_axes(axis, perpendicular_unit(axis))
+        return PointGroup("Dinfh" if symbol.startswith("D") else "Cinfv", frame)
+    ops = analyzer.get_symmetry_operations()
+    mats = np.stack([op.rotation_matrix for op in ops])
+    return point_group_from_elements(nearest_orthogonal(mats), tol=tol)

@@ -1,0 +1,430 @@
+"""RelaxedNetwork: a complete (relaxed) E(3) message-passing network on an ``AtomicGraph``."""
+import contextlib
+import copy
+import math
+from typing import Dict, Optional
+
+import torch
+from e3nn import o3
+from e3nn.math import soft_one_hot_linspace
+from e3nn.nn import Gate
+from e3nn.nn.models.gate_points_2101 import Convolution
+
+from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn.data import AtomicGraph
+from relaxed_e3nn.models._config import RelaxedNetworkConfig
+
+__all__ = ["RelaxedNetwork"]
+
+_ACT_SCALARS = {1: torch.nn.functional.silu, -1: torch.tanh}
+_ACT_GATES = {1: torch.sigmoid, -1: torch.tanh}
+
+
+def _tp_path_exists(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, ir_out: o3.Irrep) -> bool:
+    return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in1.simplify() for _, ir2 in irreps_in2.simplify())
+
+
+def _relaxed_convolution_class():
+    try:
+        from relaxed_e3nn.nn import RelaxedConvolution
+    except ImportError as err:  # pragma: no cover - only while relaxed_e3nn.nn is incomplete
+        raise ImportError(
+            "RelaxedNetwork(relaxed=True) needs relaxed_e3nn.nn.RelaxedConvolution, which is not available"
+        ) from err
+    return RelaxedConvolution
+
+
+class _GatedLayer(torch.nn.Module):
+    """A convolution followed by its gate nonlinearity (``gate_points_2101.Compose``)."""
+
+    def __init__(self, conv: torch.nn.Module, gate: Gate):
+        super().__init__()
+        self.conv = conv
+        self.gate = gate
+
+    def forward(self, node_input, node_attr, edge_src, edge_dst, edge_attr, edge_scalars):
+        return self.gate(self.conv(node_input, node_attr, edge_src, edge_dst, edge_attr, edge_scalars))
+
+
+class RelaxedNetwork(torch.nn.Module):
+    r"""Message-passing network with relaxed (or, with ``relaxed=False``, strict) E(3) equivariance.
+
+    Architecture (``gate_points_2101.Network`` on an :class:`~relaxed_e3nn.data.AtomicGraph`):
+
+    * node input :math:`h^0_i = \mathrm{onehot}(Z_i) \oplus f_i` (species embedding followed by
+      the ``config.node_features``), node attribute :math:`\mathrm{onehot}(Z_i)`;
+    * edges :math:`\mathbf{r}_e = \mathbf{x}_\text{src} - \mathbf{x}_\text{dst} + \mathbf{S}_e\mathbf{C}`
+      (expressed in the model frame, :math:`F\mathbf{r}_e`), edge attribute
+      :math:`Y^{0..l_\max}(\hat{\mathbf r}_e)` and edge scalars
+      :math:`\sqrt{n_b}\,B_k(|\mathbf r_e|)`, ``smooth_finite`` bases that vanish with all their
+      derivatives at the cutoff (so the energy is smooth as atoms cross it);
+    * ``num_layers`` x (convolution + gate), then a final convolution to the output irreps.
+      Each convolution is a ``relaxed_e3nn.nn.RelaxedConvolution`` (own :math:`\theta`) when
+      ``config.relaxed`` and a plain ``gate_points_2101.Convolution`` otherwise;
+    * readout: ``"energy"`` :math:`E_b = \sum_{i\in b}(\text{scale}\,\varepsilon_i + E^0_{Z_i})`,
+      forces :math:`-\partial E/\partial \mathbf{x}` and stress
+      :math:`\sigma = \frac{1}{V}\,\partial E/\partial \varepsilon` (symmetric strain
+      :math:`\varepsilon`, ASE sign convention, eV/Å³) by autograd; ``"node"`` per-atom irreps;
+      ``"graph"`` their mean or sum per graph.
+
+    At :math:`\theta_\text{breaking} = 0` a relaxed network is exactly E(3)-equivariant and, with
+    the same weights, numerically identical to its strict twin (:meth:`from_equivariant`).
+
+    Parameters
+    ----------
+    config : RelaxedNetworkConfig
+        The architecture; kept as ``self.config``.
+
+    Attributes
+    ----------
+    irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_out : o3.Irreps
+        Irreps of the node input, node attribute, edge attribute and of the output.
+    """
+
+    def __init__(self, config: RelaxedNetworkConfig, *, _convolutions=None):
+        # _convolutions (private): prebuilt convolutions, one per position, used by from_equivariant
+        super().__init__()
+        if isinstance(config, dict):
+            config = RelaxedNetworkConfig.from_dict(config)
+        if not isinstance(config, RelaxedNetworkConfig):
+            raise TypeError(f"RelaxedNetwork: config must be a RelaxedNetworkConfig, got {type(config).__name__}")
+        self.config = copy.deepcopy(config)
+        cfg = self.config
+        num_species = len(cfg.species)
+
+        self.irreps_node_attr = o3.Irreps(f"{num_species}x0e")
+        self.irreps_node_features = {name: o3.Irreps(irreps) for name, irreps in cfg.node_features.items()}
+        irreps_input = o3.Irreps(f"{num_species}x0e")
+        for irreps in self.irreps_node_features.values():
+            irreps_input = irreps_input + irreps
+        self.irreps_node_input = irreps_input
+        self.irreps_edge_attr = o3.Irreps.spherical_harmonics(cfg.lmax)
+        self.irreps_hidden = o3.Irreps(cfg.irreps_hidden)
+        self.irreps_out = o3.Irreps("0e") if cfg.output == "energy" else o3.Irreps(cfg.irreps_out)
+
+        table = torch.full((max(cfg.species) + 1,), -1, dtype=torch.long)
+        table[torch.tensor(cfg.species)] = torch.arange(num_species)
+        self.register_buffer("species_index", table, persistent=False)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("frame", torch.tensor(cfg.frame, dtype=dtype), persistent=False)
+        energies = cfg.atomic_energies if cfg.atomic_energies is not None else [0.0] * num_species
+        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=dtype))
+        self.register_buffer("scale", torch.tensor(cfg.scale, dtype=dtype))
+
+        self.layers = torch.nn.ModuleList()
+        irreps = self.irreps_node_input
+        for _ in range(cfg.num_layers):
+            irreps_scalars = o3.Irreps([
+                (mul, ir) for mul, ir in self.irreps_hidden
+                if ir.l == 0 and _tp_path_exists(irreps, self.irreps_edge_attr, ir)
+            ])
+            irreps_gated = o3.Irreps([
+                (mul, ir) for mul, ir in self.irreps_hidden
+                if ir.l > 0 and _tp_path_exists(irreps, self.irreps_edge_attr, ir)
+            ])
+            ir_gate = "0e" if _tp_path_exists(irreps, self.irreps_edge_attr, o3.Irrep("0e")) else "0o"
+            irreps_gates = o3.Irreps([(mul, ir_gate) for mul, _ in irreps_gated])
+            gate = Gate(
+                irreps_scalars, [_ACT_SCALARS[ir.p] for _, ir in irreps_scalars],
+                irreps_gates, [_ACT_GATES[ir.p] for _, ir in irreps_gates],
+                irreps_gated,
+            )
+            self.layers.append(_GatedLayer(self._make_convolution(irreps, gate.irreps_in, _convolutions), gate))
+            irreps = gate.irreps_out
+        if not any(_tp_path_exists(irreps, self.irreps_edge_attr, ir) or ir in irreps for _, ir in self.irreps_out):
+            raise ValueError(
+                f"RelaxedNetwork: no irrep of irreps_out={self.irreps_out} can be produced from the last hidden "
+                f"features {irreps} with spherical harmonics up to lmax={cfg.lmax}; add layers or hidden irreps"
+            )
+        self.layers.append(self._make_convolution(irreps, self.irreps_out, _convolutions))
+
+    def _make_convolution(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, prebuilt=None) -> torch.nn.Module:
+        cfg = self.config
+        if prebuilt is not None:
+            conv = prebuilt[len(self.layers)]
+            if o3.Irreps(conv.irreps_in) != irreps_in or o3.Irreps(conv.irreps_out) != irreps_out:
+                raise ValueError(
+                    f"RelaxedNetwork: convolution {len(self.layers)} maps {conv.irreps_in} -> {conv.irreps_out}, "
+                    f"expected {irreps_in} -> {irreps_out}"
+                )
+            return conv
+        if not cfg.relaxed:
+            return Convolution(
+                irreps_in, self.irreps_node_attr, self.irreps_edge_attr, irreps_out,
+                cfg.num_radial_basis, cfg.radial_layers, cfg.radial_neurons, cfg.num_neighbors,
+            )
+        relaxed_convolution = _relaxed_convolution_class()
+        return relaxed_convolution(
+            irreps_in, self.irreps_node_attr, self.irreps_edge_attr, irreps_out,
+            [cfg.num_radial_basis] + cfg.radial_layers * [cfg.radial_neurons], cfg.num_neighbors,
+            irreps_relaxed=cfg.irreps_relaxed, relax_at=cfg.relax_at,
+        )
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_equivariant(
+        cls,
+        model: "RelaxedNetwork",
+        irreps_relaxed=None,
+        relax_at: Optional[str] = None,
+    ) -> "RelaxedNetwork":
+        r"""The relaxed twin of a strict network, carrying its weights.
+
+        Every plain convolution is converted with ``RelaxedConvolution.from_equivariant``, so at
+        :math:`\theta_\text{breaking} = 0` (the initial state) the result computes exactly what
+        ``model`` computes. ``model`` itself is not modified.
+
+        Parameters
+        ----------
+        model : RelaxedNetwork
+            A network with ``config.relaxed == False``.
+        irreps_relaxed : int or str, optional
+            Irreps of the new :math:`\theta`; ``model.config.irreps_relaxed`` by default.
+        relax_at : {"both", "edge", "node"}, optional
+            ``model.config.relax_at`` by default.
+        """
+        if not isinstance(model, RelaxedNetwork):
+            raise TypeError(f"from_equivariant: model must be a RelaxedNetwork, got {type(model).__name__}")
+        if model.config.relaxed:
+            raise ValueError("from_equivariant: model is already relaxed (config.relaxed is True)")
+        config = copy.deepcopy(model.config)
+        config.relaxed = True
+        if irreps_relaxed is not None:
+            config.irreps_relaxed = irreps_relaxed
+        if relax_at is not None:
+            config.relax_at = relax_at
+        config = RelaxedNetworkConfig.from_dict(config.to_dict())  # validates the new fields
+        relaxed_convolution = _relaxed_convolution_class()
+        convolutions = [
+            relaxed_convolution.from_equivariant(
+                layer.conv if isinstance(layer, _GatedLayer) else layer,
+                irreps_relaxed=config.irreps_relaxed, relax_at=config.relax_at,
+            )
+            for layer in model.layers
+        ]
+        reference = model.scale
+        relaxed = cls(config, _convolutions=convolutions).to(device=reference.device, dtype=reference.dtype)
+        with torch.no_grad():
+            relaxed.atomic_energies.copy_(model.atomic_energies)
+            relaxed.scale.copy_(model.scale)
+        relaxed.train(model.training)
+        return relaxed
+
+    def set_atomic_energies(self, values) -> None:
+        """Set the per-species energy shifts :math:`E^0` (aligned with ``config.species``)."""
+        values = [float(v) for v in values]
+        if len(values) != len(self.config.species):
+            raise ValueError(
+                f"set_atomic_energies: values must have one entry per species ({len(self.config.species)}), "
+                f"got {len(values)}"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"set_atomic_energies: values must be finite, got {values}")
+        self.config.atomic_energies = values
+        with torch.no_grad():
+            self.atomic_energies.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def set_scale(self, value: float) -> None:
+        """Set the factor multiplying the network output."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"set_scale: value must be finite, got {value}")
+        self.config.scale = value
+        with torch.no_grad():
+            self.scale.fill_(value)
+
+    def set_frame(self, frame) -> None:
+        r"""Set the frame :math:`F` (rows: the model's axes in input coordinates); see ``RelaxedNetworkConfig.frame``.
+
+        For a relaxed model this reorients the learned symmetry breaking: the model with frame
+        :math:`F` evaluated on :math:`R\cdot x` equals the model with frame :math:`F R` evaluated
+        on :math:`x` (outputs transformed by :math:`D(R)`).
+        """
+        if isinstance(frame, torch.Tensor):
+            frame = frame.detach().cpu().double().tolist()
+        config = copy.deepcopy(self.config)
+        try:
+            config.frame = [[float(x) for x in row] for row in frame]
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"set_frame: frame must be a 3x3 orthogonal matrix, got {frame!r}") from err
+        config = RelaxedNetworkConfig.from_dict(config.to_dict())
+        self.config.frame = config.frame
+        with torch.no_grad():
+            self.frame.copy_(torch.tensor(config.frame, dtype=torch.float64))
+
+    def _sync_config(self) -> RelaxedNetworkConfig:
+        """The config with ``atomic_energies`` and ``scale`` read back from the buffers."""
+        config = copy.deepcopy(self.config)
+        config.atomic_energies = [float(e) for e in self.atomic_energies.detach().cpu().double()]
+        config.scale = float(self.scale)
+        return config
+
+    # ------------------------------------------------------------------ forward
+    def _check_graph(self, graph: AtomicGraph) -> torch.Tensor:
+        if not isinstance(graph, AtomicGraph):
+            raise TypeError(f"RelaxedNetwork: graph must be an AtomicGraph, got {type(graph).__name__}")
+        dtype = self.scale.dtype
+        if graph.pos.dtype != dtype:
+            raise TypeError(
+                f"RelaxedNetwork: graph.pos has dtype {graph.pos.dtype} but the model is {dtype}; "
+                f"use graph.to(dtype={dtype}) or model.to({dtype})"
+            )
+        if graph.num_nodes == 0:
+            raise ValueError("RelaxedNetwork: graph has no atoms")
+        if graph.pos.dim() != 2 or graph.pos.shape[1] != 3:
+            raise ValueError(f"RelaxedNetwork: graph.pos must have shape [N, 3], got {tuple(graph.pos.shape)}")
+        if not bool(torch.isfinite(graph.pos).all()):
+            raise ValueError("RelaxedNetwork: graph.pos contains NaN or inf")
+        if graph.cutoff > self.config.cutoff + 1e-9 * max(1.0, self.config.cutoff) or \
+                graph.cutoff < self.config.cutoff - 1e-9 * max(1.0, self.config.cutoff):
+            raise ValueError(
+                f"RelaxedNetwork: graph was built with cutoff {graph.cutoff} but the model's cutoff is "
+                f"{self.config.cutoff}; rebuild the graph with cutoff={self.config.cutoff}"
+            )
+        z = graph.atomic_numbers
+        table = self.species_index
+        known = (z >= 0) & (z < table.shape[0])
+        index = torch.where(known, table[z.clamp(0, table.shape[0] - 1)], torch.full_like(z, -1))
+        if bool((index < 0).any()):
+            unknown = sorted({int(v) for v in z[index < 0].tolist()})
+            raise ValueError(
+                f"RelaxedNetwork: atomic numbers {unknown} are not among the model's species {self.config.species}"
+            )
+        return index
+
+    def _node_input(self, graph: AtomicGraph, species: torch.Tensor, frame_d) -> torch.Tensor:
+        dtype = self.scale.dtype
+        parts = [torch.nn.functional.one_hot(species, len(self.config.species)).to(dtype)]
+        for name, irreps in self.irreps_node_features.items():
+            if name not in graph.node_features:
+                raise ValueError(
+                    f"RelaxedNetwork: graph.node_features lacks {name!r} (config.node_features needs "
+                    f"{sorted(self.irreps_node_features)}; the graph has {sorted(graph.node_features)})"
+                )
+            value = graph.node_features[name]
+            if value.dim() == 1:
+                value = value.unsqueeze(-1)
+            if value.shape != (graph.num_nodes, irreps.dim):
+                raise ValueError(
+                    f"RelaxedNetwork: node_features[{name!r}] must have shape [{graph.num_nodes}, {irreps.dim}] "
+                    f"(irreps {irreps}), got {tuple(graph.node_features[name].shape)}"
+                )
+            value = value.to(dtype)
+            if frame_d is not None:
+                value = value @ irreps.D_from_matrix(frame_d).T
+            parts.append(value)
+        return torch.cat(parts, dim=-1)
+
+    def forward(
+        self, graph: AtomicGraph, compute_forces: bool = False, compute_stress: bool = False
+    ) -> Dict[str, torch.Tensor]:
+        r"""Evaluate the network on a graph (or a batch of graphs).
+
+        Parameters
+        ----------
+        graph : AtomicGraph
+            Built with the model's cutoff, in the model's dtype, containing only known species and
+            the ``config.node_features``.
+        compute_forces : bool
+            Also return ``"forces"`` :math:`= -\partial E/\partial \mathbf{x}` (``output="energy"`` only).
+        compute_stress : bool
+            Also return ``"stress"``
+            :math:`= \frac{1}{V}\,\partial E/\partial\varepsilon` (``[B, 3, 3]``, eV/Å³, ASE sign
+            convention), differentiating with respect to a symmetric strain
+            :math:`\mathbf{x} \to (1+\varepsilon)\mathbf{x}`, cell likewise. Graphs without a
+            periodic direction or with zero cell volume get NaN.
+
+        Returns
+        -------
+        dict
+            ``"energy"`` ``[B]`` (and ``"forces"`` ``[N, 3]``, ``"stress"`` ``[B, 3, 3]``) for
+            ``output="energy"``; ``"node_output"`` ``[N, d]`` for ``"node"``;
+            ``"graph_output"`` ``[B, d]`` for ``"graph"``.
+
+        Notes
+        -----
+        In training mode the derivatives keep their graph (``create_graph=True``) so that a loss on
+        forces or stress can be back-propagated to the weights.
+        """
+        cfg = self.config
+        if (compute_forces or compute_stress) and cfg.output != "energy":
+            raise ValueError(f"RelaxedNetwork: forces and stress need output='energy', this model has {cfg.output!r}")
+        species = self._check_graph(graph)
+        num_graphs = graph.num_graphs
+        frame = None if cfg.frame_is_identity else self.frame
+
+        with torch.enable_grad() if (compute_forces or compute_stress) else contextlib.nullcontext():
+            pos = graph.pos
+            if (compute_forces or compute_stress) and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            src, dst = graph.edge_src, graph.edge_dst
+            edge_vec = pos[src] - pos[dst]
+            if graph.num_edges > 0:
+                cell = graph.cell.to(pos.dtype)[graph.batch[dst]]
+                edge_vec = edge_vec + torch.einsum("ei,eij->ej", graph.edge_shift.to(pos.dtype), cell)
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+                symmetric = 0.5 * (strain + strain.transpose(1, 2))
+                edge_vec = edge_vec + torch.einsum("ei,eij->ej", edge_vec, symmetric[graph.batch[dst]])
+            if frame is not None:
+                edge_vec = edge_vec @ frame.T
+
+            node_output = self._propagate(graph, species, edge_vec, frame)
+
+            if cfg.output == "energy":
+                atom_energy = self.scale * node_output[:, 0] + self.atomic_energies[species]
+                energy = scatter(atom_energy, graph.batch, dim_size=num_graphs)
+                result = {"energy": energy}
+                if compute_forces or compute_stress:
+                    inputs = [pos] + ([strain] if strain is not None else [])
+                    if energy.requires_grad:
+                        grads = torch.autograd.grad(
+                            energy.sum(), inputs, create_graph=self.training, allow_unused=True
+                        )
+                    else:
+                        grads = [None] * len(inputs)
+                    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+                    if compute_forces:
+                        result["forces"] = -grads[0]
+                    if compute_stress:
+                        result["stress"] = self._stress(graph, grads[1])
+                return result
+
+        if frame is not None:
+            node_output = node_output @ self.irreps_out.D_from_matrix(frame)
+        node_output = self.scale * node_output
+        if cfg.output == "node":
+            return {"node_output": node_output}
+        reduced = scatter(node_output, graph.batch, dim_size=num_graphs, reduce=cfg.graph_reduce)
+        return {"graph_output": reduced}
+
+    def _propagate(self, graph, species, edge_vec, frame) -> torch.Tensor:
+        cfg = self.config
+        edge_attr = o3.spherical_harmonics(self.irreps_edge_attr, edge_vec, normalize=True, normalization="component")
+        edge_length = edge_vec.norm(dim=1)
+        edge_scalars = soft_one_hot_linspace(
+            edge_length, start=0.0, end=cfg.cutoff, number=cfg.num_radial_basis, basis="smooth_finite", cutoff=True
+        ).mul(cfg.num_radial_basis ** 0.5)
+        node_attr = torch.nn.functional.one_hot(species, len(cfg.species)).to(edge_vec.dtype)
+        x = self._node_input(graph, species, frame)
+        for layer in self.layers:
+            x = layer(x, node_attr, graph.edge_src, graph.edge_dst, edge_attr, edge_scalars)
+        return x
+
+    @staticmethod
+    def _stress(graph: AtomicGraph, virial: torch.Tensor) -> torch.Tensor:
+        cell = graph.cell.to(virial.dtype)
+        volume = torch.linalg.det(cell).abs()
+        periodic = graph.pbc.to(torch.bool).any(dim=1) & (volume > 0)
+        safe = torch.where(periodic, volume, torch.ones_like(volume))
+        stress = virial / safe[:, None, None]
+        return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"output={cfg.output}, irreps_out={self.irreps_out}, species={cfg.species}, cutoff={cfg.cutoff}, "
+            f"relaxed={cfg.relaxed}"
+        )
+

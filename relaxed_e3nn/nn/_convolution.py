@@ -1,0 +1,326 @@
+r"""``RelaxedConvolution``: the e3nn gate_points point convolution with relaxed weights, and ``relax``."""
+import math
+from typing import Sequence
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet
+from e3nn.nn.models import gate_points_2101
+from e3nn.nn.models.v2106 import points_convolution as points_convolution_2106
+from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
+
+from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn.nn._maps import ThetaLinearMap
+from relaxed_e3nn.nn._weights import RelaxedWeights
+
+__all__ = ["RelaxedConvolution", "relax"]
+
+_RELAX_AT = ("edge", "node", "both")
+_MIXING = ("angle", "alpha")
+# the plain convolutions relax() and from_equivariant() know, with the output mixing each uses
+_PLAIN_CONVOLUTIONS = (
+    (gate_points_2101.Convolution, "angle"),
+    (points_convolution_2106.Convolution, "alpha"),
+)
+
+
+def _check_tensor(name: str, tensor, shape_tail, floating: bool = True) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"RelaxedConvolution: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if floating and not torch.is_floating_point(tensor):
+        raise TypeError(f"RelaxedConvolution: {name} must be a floating-point tensor, got {tensor.dtype}")
+    if not floating and tensor.dtype not in (torch.long, torch.int32, torch.int64):
+        raise TypeError(f"RelaxedConvolution: {name} must be an integer index tensor, got {tensor.dtype}")
+    if tensor.dim() != len(shape_tail) or any(
+        want is not None and got != want for got, want in zip(tensor.shape, shape_tail)
+    ):
+        want = "[" + ", ".join("?" if w is None else str(w) for w in shape_tail) + "]"
+        raise ValueError(f"RelaxedConvolution: {name} must have shape {want}, got {tuple(tensor.shape)}")
+
+
+class RelaxedConvolution(torch.nn.Module):
+    r"""Point convolution of e3nn's ``gate_points`` models with learnable symmetry breaking.
+
+    The plain convolution (``e3nn.nn.models.gate_points_2101.Convolution`` /
+    ``e3nn.nn.models.v2106.points_convolution.Convolution``) computes, for edges :math:`s \to d` with
+    edge attributes :math:`Y_{sd}` (spherical harmonics of :math:`\hat r_{sd}`, times a cutoff) and
+    radial weights :math:`R(|r_{sd}|)` from a fully connected net,
+
+    .. math::
+        x'_d = \mathrm{mix}\Big(\mathrm{sc}(x_d, a_d),\;
+        \mathrm{lin}_2\Big(\tfrac{1}{\sqrt{n}} \sum_{s} \mathrm{TP}_{R(|r_{sd}|)}\big(\mathrm{lin}_1(x_s, a_s), Y_{sd}\big), a_d\Big)\Big).
+
+    The relaxed weights :math:`\theta` (one :class:`RelaxedWeights` per layer, ``self.theta``) enter
+
+    * at the edges (``relax_at="edge"``): :math:`Y \to Y' = Y\,M(\theta)`, with
+      :math:`M(\theta) = \mathbb{1} + \sum w\,(\cdot\otimes\theta)` restricted to ``irreps_edge_attr``. Since
+      :math:`\theta` is the same on every edge, :math:`M` is a small ``[d_Y, d_Y]`` matrix formed once per
+      forward pass; the per-edge cost is one ``[E, d_Y] @ [d_Y, d_Y]`` product.
+    * at the nodes (``relax_at="node"``): a relaxed self-interaction
+      :math:`x'_d \mathrel{+}= x_d\,N(\theta)` with :math:`N(\theta) = \sum w\,(\cdot\otimes\theta)`, input to
+      output irreps, again one matrix per forward pass.
+    * both (``"both"``, the default). Natural-parity edge attributes cannot carry every coupling
+      (:math:`1o \otimes 1e \to 1o`, the :math:`v \times B` term, or anything a pseudoscalar
+      :math:`\theta` does); the node term carries them.
+
+    With :math:`\theta_\mathrm{breaking} = 0`, :math:`M = \mathbb{1}` and :math:`N = 0` entry by entry, so
+    the layer is numerically identical to the plain convolution with the same weights. For any
+    :math:`\theta` it is jointly equivariant,
+    :math:`f(D_\mathrm{in}x, R\,\mathrm{pos}; D_\theta(R)\theta) = D_\mathrm{out}(R) f(x, \mathrm{pos}; \theta)`
+    for all :math:`R \in O(3)`, hence exactly equivariant under :math:`\mathrm{Stab}(\theta)` with
+    :math:`\theta` fixed.
+
+    Edge convention: ``edge_src`` sends, ``edge_dst`` receives, and the edge attributes are functions of
+    ``pos[edge_src] - pos[edge_dst]``; the sign of odd-:math:`l` relaxed weights depends on it.
+
+    Parameters
+    ----------
+    irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_node_output : `e3nn.o3.Irreps`
+        Node features in, node attributes, edge attributes, node features out.
+    fc_neurons : list of int
+        Sizes of the radial network's input and hidden layers (its output size is the number of
+        tensor-product weights), e.g. ``[number_of_basis, 32]``.
+    num_neighbors : float
+        Typical number of neighbours; the sum over edges is divided by its square root.
+    irreps_relaxed : int, str or `e3nn.o3.Irreps`, keyword-only
+        Irreps of :math:`\theta`; an int ``L`` means ``0e + 0o + 1o + 1e + ... + Le + Lo``. Default 2.
+    relax_at : {"both", "edge", "node"}, keyword-only
+    mixing : {"angle", "alpha"}, keyword-only
+        How the self-connection and the convolution are combined: ``"angle"`` as in
+        ``gate_points_2101`` (:math:`\sin\frac{\pi}{8}\,s + \cos\frac{\pi}{8}\,x`, the default),
+        ``"alpha"`` as in ``v2106`` (:math:`s + \alpha(x) x` with a learned, zero-initialised scalar
+        :math:`\alpha`; the intermediate irreps then always contain ``0e``).
+    """
+
+    def __init__(
+        self,
+        irreps_node_input,
+        irreps_node_attr,
+        irreps_edge_attr,
+        irreps_node_output,
+        fc_neurons: Sequence[int],
+        num_neighbors: float,
+        *,
+        irreps_relaxed=2,
+        relax_at: str = "both",
+        mixing: str = "angle",
+    ) -> None:
+        super().__init__()
+        if relax_at not in _RELAX_AT:
+            raise ValueError(f"RelaxedConvolution: relax_at must be one of {_RELAX_AT}, got {relax_at!r}")
+        if mixing not in _MIXING:
+            raise ValueError(f"RelaxedConvolution: mixing must be one of {_MIXING}, got {mixing!r}")
+        if isinstance(fc_neurons, (int, str)) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in fc_neurons
+        ) or len(fc_neurons) == 0:
+            raise ValueError(
+                f"RelaxedConvolution: fc_neurons must be a non-empty list of positive ints "
+                f"(radial basis size, then hidden sizes), got {fc_neurons!r}"
+            )
+        num_neighbors = float(num_neighbors)
+        if not num_neighbors > 0 or not math.isfinite(num_neighbors):
+            raise ValueError(f"RelaxedConvolution: num_neighbors must be a positive number, got {num_neighbors}")
+
+        self.irreps_node_input = o3.Irreps(irreps_node_input)
+        self.irreps_node_attr = o3.Irreps(irreps_node_attr)
+        self.irreps_edge_attr = o3.Irreps(irreps_edge_attr)
+        self.irreps_node_output = o3.Irreps(irreps_node_output)
+        # gate_points_2101 names
+        self.irreps_in = self.irreps_node_input
+        self.irreps_out = self.irreps_node_output
+        self.fc_neurons = list(fc_neurons)
+        self.num_neighbors = num_neighbors
+        self.relax_at = relax_at
+        self.mixing = mixing
+
+        self.sc = FullyConnectedTensorProduct(self.irreps_node_input, self.irreps_node_attr, self.irreps_node_output)
+        self.lin1 = FullyConnectedTensorProduct(self.irreps_node_input, self.irreps_node_attr, self.irreps_node_input)
+
+        # intermediate irreps and tensor product built exactly as e3nn does, so weights transfer
+        irreps_mid = []
+        instructions = []
+        for i, (mul, ir_in) in enumerate(self.irreps_node_input):
+            for j, (_, ir_edge) in enumerate(self.irreps_edge_attr):
+                for ir_out in ir_in * ir_edge:
+                    if ir_out in self.irreps_node_output or (mixing == "alpha" and ir_out == o3.Irrep(0, 1)):
+                        k = len(irreps_mid)
+                        irreps_mid.append((mul, ir_out))
+                        instructions.append((i, j, k, "uvu", True))
+        irreps_mid = o3.Irreps(irreps_mid)
+        irreps_mid, permutation, _ = irreps_mid.sort()
+        if irreps_mid.dim == 0:
+            raise ValueError(
+                f"RelaxedConvolution: irreps_node_input={self.irreps_node_input} times "
+                f"irreps_edge_attr={self.irreps_edge_attr} produces nothing in irreps_node_output={self.irreps_node_output}"
+            )
+        instructions = [(i_1, i_2, permutation[i_out], mode, train) for i_1, i_2, i_out, mode, train in instructions]
+        self.irreps_mid = irreps_mid
+        self.tp = TensorProduct(
+            self.irreps_node_input,
+            self.irreps_edge_attr,
+            irreps_mid,
+            instructions,
+            internal_weights=False,
+            shared_weights=False,
+        )
+        self.fc = FullyConnectedNet(self.fc_neurons + [self.tp.weight_numel], torch.nn.functional.silu)
+        self.lin2 = FullyConnectedTensorProduct(irreps_mid, self.irreps_node_attr, self.irreps_node_output)
+        if mixing == "alpha":
+            self.alpha = FullyConnectedTensorProduct(irreps_mid, self.irreps_node_attr, "0e")
+            with torch.no_grad():
+                self.alpha.weight.zero_()
+            if self.alpha.output_mask[0] != 1.0:
+                raise ValueError(
+                    f"RelaxedConvolution: mixing='alpha' needs irreps_node_attr={self.irreps_node_attr} able to "
+                    f"produce scalars from irreps_mid={irreps_mid}"
+                )
+
+        self.theta = RelaxedWeights(irreps_relaxed)
+        self.irreps_relaxed = self.theta.irreps
+        if relax_at in ("edge", "both"):
+            self.edge_relaxation = ThetaLinearMap(
+                self.irreps_edge_attr, self.irreps_relaxed, self.irreps_edge_attr, identity=True
+            )
+        if relax_at in ("node", "both"):
+            self.node_relaxation = ThetaLinearMap(self.irreps_node_input, self.irreps_relaxed, self.irreps_node_output)
+
+    @property
+    def relaxes_edges(self) -> bool:
+        return self.relax_at in ("edge", "both")
+
+    @property
+    def relaxes_nodes(self) -> bool:
+        return self.relax_at in ("node", "both")
+
+    def forward(self, node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded) -> torch.Tensor:
+        """Convolve; arguments as e3nn's ``Convolution.forward``.
+
+        Parameters
+        ----------
+        node_input : torch.Tensor, shape ``[N, irreps_node_input.dim]``
+        node_attr : torch.Tensor, shape ``[N, irreps_node_attr.dim]``
+        edge_src, edge_dst : torch.Tensor, shape ``[E]``, integer
+            Sending and receiving node of each edge.
+        edge_attr : torch.Tensor, shape ``[E, irreps_edge_attr.dim]``
+        edge_length_embedded : torch.Tensor, shape ``[E, fc_neurons[0]]``
+
+        Returns
+        -------
+        torch.Tensor, shape ``[N, irreps_node_output.dim]``
+        """
+        if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
+            self._check_inputs(node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded)
+        num_nodes = node_input.shape[0]
+        theta = self.theta()
+        weight = self.fc(edge_length_embedded)
+
+        node_self_connection = self.sc(node_input, node_attr)
+        node_features = self.lin1(node_input, node_attr)
+
+        if self.relaxes_edges:
+            edge_attr = edge_attr @ self.edge_relaxation(theta)
+        edge_features = self.tp(node_features[edge_src], edge_attr, weight)
+        node_features = scatter(edge_features, edge_dst, dim_size=num_nodes).div(self.num_neighbors**0.5)
+
+        node_conv_out = self.lin2(node_features, node_attr)
+        m = self.sc.output_mask
+        if self.mixing == "angle":
+            c_s, c_x = math.sin(math.pi / 8), math.cos(math.pi / 8)
+            c_x = (1 - m) + c_x * m
+            out = c_s * node_self_connection + c_x * node_conv_out
+        else:
+            alpha = self.alpha(node_features, node_attr)
+            alpha = (1 - m) + alpha * m
+            out = node_self_connection + alpha * node_conv_out
+
+        if self.relaxes_nodes:
+            out = out + node_input @ self.node_relaxation(theta)
+        return out
+
+    def _check_inputs(self, node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded) -> None:
+        _check_tensor("node_input", node_input, (None, self.irreps_node_input.dim))
+        num_nodes = node_input.shape[0]
+        _check_tensor("node_attr", node_attr, (num_nodes, self.irreps_node_attr.dim))
+        _check_tensor("edge_src", edge_src, (None,), floating=False)
+        num_edges = edge_src.shape[0]
+        _check_tensor("edge_dst", edge_dst, (num_edges,), floating=False)
+        _check_tensor("edge_attr", edge_attr, (num_edges, self.irreps_edge_attr.dim))
+        _check_tensor("edge_length_embedded", edge_length_embedded, (num_edges, self.fc_neurons[0]))
+
+    @classmethod
+    def from_equivariant(cls, conv: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") -> "RelaxedConvolution":
+        r"""Relaxed copy of a plain e3nn convolution, with its weights, dtype and device.
+
+        With :math:`\theta_\mathrm{breaking} = 0` the result gives the same outputs as ``conv``.
+
+        Parameters
+        ----------
+        conv : ``e3nn.nn.models.gate_points_2101.Convolution`` or ``e3nn.nn.models.v2106.points_convolution.Convolution``
+        irreps_relaxed, relax_at :
+            As in the constructor.
+        """
+        if isinstance(conv, RelaxedConvolution):
+            raise TypeError("from_equivariant: conv is already a RelaxedConvolution")
+        for plain_class, mixing in _PLAIN_CONVOLUTIONS:
+            if isinstance(conv, plain_class):
+                break
+        else:
+            names = ", ".join(f"{c.__module__}.{c.__name__}" for c, _ in _PLAIN_CONVOLUTIONS)
+            raise TypeError(f"from_equivariant: conv must be one of {names}, got {type(conv).__name__}")
+        if mixing == "angle":
+            irreps_input, irreps_output = conv.irreps_in, conv.irreps_out
+        else:
+            irreps_input, irreps_output = conv.irreps_node_input, conv.irreps_node_output
+        reference = next(conv.parameters())
+        relaxed = cls(
+            irreps_input,
+            conv.irreps_node_attr,
+            conv.irreps_edge_attr,
+            irreps_output,
+            list(conv.fc.hs[:-1]),
+            conv.num_neighbors,
+            irreps_relaxed=irreps_relaxed,
+            relax_at=relax_at,
+            mixing=mixing,
+        ).to(device=reference.device, dtype=reference.dtype)
+        if relaxed.tp.instructions != conv.tp.instructions or relaxed.irreps_mid != conv.tp.irreps_out:
+            raise ValueError("from_equivariant: conv's tensor product does not match e3nn's construction")
+        shared = ["sc", "lin1", "tp", "fc", "lin2"] + (["alpha"] if mixing == "alpha" else [])
+        for name in shared:
+            getattr(relaxed, name).load_state_dict(getattr(conv, name).state_dict())
+        relaxed.train(conv.training)
+        return relaxed
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.irreps_node_input} -> {self.irreps_node_output}, edge_attr={self.irreps_edge_attr}, "
+            f"irreps_relaxed={self.irreps_relaxed}, relax_at={self.relax_at!r}, mixing={self.mixing!r}"
+        )
+
+
+def relax(module: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") -> torch.nn.Module:
+    r"""Replace every plain e3nn point convolution inside ``module`` by its :class:`RelaxedConvolution`.
+
+    Walks the module tree (e.g. ``e3nn.nn.models.gate_points_2101.Network`` or a user's model) and
+    swaps each ``gate_points_2101.Convolution`` / ``v2106`` ``Convolution`` for
+    ``RelaxedConvolution.from_equivariant(conv, ...)``, in place. With :math:`\theta_\mathrm{breaking} = 0`
+    the outputs are unchanged. Each relaxed layer gets its own :math:`\theta`.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` itself, or the relaxed convolution when ``module`` is a plain convolution.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"relax: module must be a torch.nn.Module, got {type(module).__name__}")
+    plain_classes = tuple(c for c, _ in _PLAIN_CONVOLUTIONS)
+    if isinstance(module, plain_classes):
+        return RelaxedConvolution.from_equivariant(module, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
+    for name, child in list(module.named_children()):
+        if isinstance(child, plain_classes):
+            module._modules[name] = RelaxedConvolution.from_equivariant(
+                child, irreps_relaxed=irreps_relaxed, relax_at=relax_at
+            )
+        elif not isinstance(child, RelaxedConvolution):
+            relax(child, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
+    return module

@@ -1,0 +1,232 @@
+r"""The relaxed weights :math:`\theta`: a learnable vector in a direct sum of O(3) irreps.
+
+A layer that takes :math:`\theta` as an extra equivariant input satisfies
+
+.. math::
+    f(D_\mathrm{in}(g) x, g \cdot \mathrm{geometry}; D_\theta(g)\,\theta) = D_\mathrm{out}(g) f(x, \mathrm{geometry}; \theta)
+    \qquad \forall g \in O(3),
+
+so with :math:`\theta` held fixed it is exactly equivariant under the stabilizer
+:math:`\mathrm{Stab}(\theta) = \{g : D_\theta(g)\theta = \theta\}`. The ``0e`` entries start at 1 and every
+other ("breaking") entry at 0, which makes a freshly built relaxed layer exactly O(3)-equivariant.
+"""
+import copy
+from typing import Iterator, Tuple, Union
+
+import torch
+from e3nn import o3
+
+__all__ = ["RelaxedWeights", "relaxed_parameters", "rotate", "irreps_relaxed_from"]
+
+_SCALAR = o3.Irrep("0e")
+
+
+def irreps_relaxed_from(irreps, name: str = "irreps_relaxed") -> o3.Irreps:
+    r"""Parse the irreps of relaxed weights.
+
+    Parameters
+    ----------
+    irreps : int, str or `e3nn.o3.Irreps`
+        An int ``L`` means every irrep up to :math:`l = L` in both parities, natural parity first:
+        ``0e + 0o + 1o + 1e + 2e + 2o + ...``.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    `e3nn.o3.Irreps`
+    """
+    if isinstance(irreps, bool):
+        raise TypeError(f"{name} must be an int L >= 0, a string or an o3.Irreps, got a bool")
+    if isinstance(irreps, int):
+        if irreps < 0:
+            raise ValueError(f"{name} as an int is the largest l and must be >= 0, got {irreps}")
+        parts = []
+        for l in range(irreps + 1):
+            natural = (-1) ** l
+            parts += [(1, (l, natural)), (1, (l, -natural))]
+        return o3.Irreps(parts)
+    if isinstance(irreps, (str, o3.Irreps)):
+        try:
+            parsed = o3.Irreps(irreps)
+        except (ValueError, AssertionError) as err:
+            raise ValueError(f"{name}: cannot parse {irreps!r} as irreps ({err})") from err
+        if parsed.dim == 0:
+            raise ValueError(f"{name} must have a positive dimension, got {irreps!r}")
+        return parsed
+    raise TypeError(f"{name} must be an int L >= 0, a string or an o3.Irreps, got {type(irreps).__name__}")
+
+
+class RelaxedWeights(torch.nn.Module):
+    r"""Learnable relaxed weights :math:`\theta \in \bigoplus_i V_{l_i, p_i}` in e3nn's flat layout.
+
+    The parameter ``theta`` has ``irreps.dim`` entries laid out like any e3nn feature vector
+    (``mul x ir`` blocks, copy after copy). Every ``0e`` entry starts at 1, every other entry at 0,
+    so that the layers using it start exactly O(3)-equivariant. The *breaking* part is everything
+    that is not ``0e``.
+
+    The group-lasso penalty sums the Euclidean norms of the breaking irrep copies,
+
+    .. math::
+        \Omega(\theta) = \sum_{c\,:\,\mathrm{ir}_c \neq 0e} \lVert \theta_c \rVert_2 ,
+
+    a norm that is invariant under O(3) (each copy transforms by an orthogonal :math:`D^{l}`), and its
+    proximal operator is block soft-thresholding,
+
+    .. math::
+        \mathrm{prox}_{t\Omega}(\theta)_c = \theta_c \max\!\left(0, 1 - \frac{t}{\lVert\theta_c\rVert}\right),
+
+    which sets copies the data does not need exactly to zero.
+
+    Parameters
+    ----------
+    irreps : int, str or `e3nn.o3.Irreps`
+        See :func:`irreps_relaxed_from`; an int ``L`` means ``0e + 0o + 1o + 1e + ... + Le + Lo``.
+
+    Examples
+    --------
+    >>> w = RelaxedWeights(1)
+    >>> print(w.irreps)
+    1x0e+1x0o+1x1o+1x1e
+    >>> w.theta.tolist()
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> float(w.breaking_norm())
+    0.0
+    """
+
+    def __init__(self, irreps) -> None:
+        super().__init__()
+        self.irreps = irreps_relaxed_from(irreps, "irreps")
+        copy_index = []
+        copy_is_breaking = []
+        scalar_mask = []
+        for mul, ir in self.irreps:
+            for _ in range(mul):
+                copy_index += [len(copy_is_breaking)] * ir.dim
+                copy_is_breaking.append(ir != _SCALAR)
+                scalar_mask += [ir == _SCALAR] * ir.dim
+        # the block structure lives in non-persistent buffers: it follows .to(device) and stays out
+        # of the state dict, which holds only theta
+        self.register_buffer("copy_index", torch.tensor(copy_index, dtype=torch.long), persistent=False)
+        self.register_buffer("copy_is_breaking", torch.tensor(copy_is_breaking, dtype=torch.bool), persistent=False)
+        self.register_buffer("scalar_mask", torch.tensor(scalar_mask, dtype=torch.bool), persistent=False)
+        self.theta = torch.nn.Parameter(self.scalar_mask.to(torch.get_default_dtype()).clone())
+
+    @property
+    def num_copies(self) -> int:
+        """Number of irrep copies (sum of the multiplicities)."""
+        return int(self.copy_is_breaking.numel())
+
+    def forward(self) -> torch.Tensor:
+        """Return the flat parameter ``theta`` (shape ``[irreps.dim]``)."""
+        return self.theta
+
+    def breaking(self) -> torch.Tensor:
+        """``theta`` with its ``0e`` entries set to zero (differentiable)."""
+        return torch.where(self.scalar_mask, torch.zeros_like(self.theta), self.theta)
+
+    def breaking_norm(self) -> torch.Tensor:
+        r""":math:`\lVert\theta_\mathrm{breaking}\rVert_2`, the Euclidean norm of the non-``0e`` entries."""
+        return _safe_norm(self.breaking().pow(2).sum())
+
+    def copy_norms(self, theta: torch.Tensor = None) -> torch.Tensor:
+        r"""Euclidean norm of every irrep copy, shape ``[num_copies]`` (differentiable, 0 gradient at 0)."""
+        theta = self.theta if theta is None else theta
+        squares = theta.new_zeros(self.num_copies).index_add_(0, self.copy_index, theta.pow(2))
+        return _safe_norm(squares)
+
+    def penalty(self) -> torch.Tensor:
+        r"""Group lasso :math:`\sum_{c \neq 0e} \lVert\theta_c\rVert_2` over the breaking irrep copies."""
+        return torch.where(self.copy_is_breaking, self.copy_norms(), torch.zeros((), dtype=self.theta.dtype,
+                                                                                 device=self.theta.device)).sum()
+
+    @torch.no_grad()
+    def prox_(self, threshold: float) -> "RelaxedWeights":
+        r"""Proximal step of the group lasso, in place: :math:`\theta_c \leftarrow \theta_c \max(0, 1 - t/\lVert\theta_c\rVert)`.
+
+        Only breaking copies are shrunk; a copy whose norm is at most ``threshold`` becomes exactly zero.
+        """
+        threshold = float(threshold)
+        if threshold < 0 or threshold != threshold:
+            raise ValueError(f"prox_: threshold must be a number >= 0, got {threshold}")
+        if threshold == 0.0:
+            return self
+        prox_group_lasso_(self.theta, self.copy_index, self.copy_is_breaking, threshold)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"irreps={self.irreps}"
+
+
+def _safe_norm(squares: torch.Tensor) -> torch.Tensor:
+    # sqrt with gradient 0 (a subgradient) instead of NaN where the norm is exactly 0
+    positive = squares > 0
+    return torch.where(positive, torch.where(positive, squares, torch.ones_like(squares)).sqrt(), torch.zeros_like(squares))
+
+
+@torch.no_grad()
+def prox_group_lasso_(theta: torch.Tensor, copy_index: torch.Tensor, copy_is_breaking: torch.Tensor, threshold) -> None:
+    """In-place block soft-thresholding of the breaking copies of a flat ``theta``."""
+    num_copies = copy_is_breaking.numel()
+    norms = theta.new_zeros(num_copies).index_add_(0, copy_index, theta.pow(2)).sqrt()
+    scale = (1 - threshold / norms.clamp_min(torch.finfo(theta.dtype).tiny)).clamp_min(0)
+    scale = torch.where(copy_is_breaking, scale, torch.ones_like(scale))
+    theta.mul_(scale[copy_index])
+
+
+def relaxed_parameters(model: torch.nn.Module) -> Iterator[Tuple[str, o3.Irreps, torch.nn.Parameter]]:
+    r"""Yield ``(name, irreps, theta)`` for every :class:`RelaxedWeights` inside ``model``.
+
+    ``name`` is the module path of the :class:`RelaxedWeights` (as in ``model.named_modules()``; ``""``
+    when ``model`` itself is one), ``irreps`` an `e3nn.o3.Irreps` and ``theta`` the flat parameter.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"relaxed_parameters: model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, module in model.named_modules():
+        if isinstance(module, RelaxedWeights):
+            yield name, module.irreps, module.theta
+
+
+def _as_orthogonal_matrix(R, name: str = "R") -> torch.Tensor:
+    if not isinstance(R, torch.Tensor):
+        try:
+            R = torch.as_tensor(R, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be a 3x3 matrix, got {type(R).__name__}") from err
+    if R.shape != (3, 3):
+        raise ValueError(f"{name} must be a 3x3 orthogonal matrix, got shape {tuple(R.shape)}")
+    if not torch.is_floating_point(R) or not torch.isfinite(R).all():
+        raise ValueError(f"{name} must be a finite real 3x3 matrix")
+    R64 = R.detach().to(torch.float64)
+    error = (R64 @ R64.T - torch.eye(3, dtype=torch.float64, device=R64.device)).abs().max()
+    tolerance = 1e-5 if R.dtype != torch.float64 else 1e-9
+    if error > tolerance:
+        raise ValueError(f"{name} must be orthogonal (R R^T = I), but |R R^T - I| = {float(error):.2e}")
+    return R
+
+
+def rotate(model: torch.nn.Module, R) -> torch.nn.Module:
+    r"""Deep copy of ``model`` with every relaxed weight rotated, :math:`\theta \to D_\theta(R)\,\theta`.
+
+    By joint equivariance, ``rotate(model, R)(R . input) = D_out(R) model(input)``; ``R`` may be
+    improper (parity is handled by e3nn's ``D_from_matrix``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    R : array-like, shape ``[3, 3]``
+        Orthogonal matrix.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"rotate: model must be a torch.nn.Module, got {type(model).__name__}")
+    R = _as_orthogonal_matrix(R)
+    rotated = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in rotated.modules():
+            if isinstance(module, RelaxedWeights):
+                theta = module.theta
+                # D in float64 on the CPU for accuracy, then cast to theta's dtype and device
+                D = module.irreps.D_from_matrix(R.detach().to(device="cpu", dtype=torch.float64))
+                rotated_theta = D @ theta.detach().to(device="cpu", dtype=torch.float64)
+                theta.copy_(rotated_theta.to(device=theta.device, dtype=theta.dtype))
+    return rotated

@@ -1,0 +1,391 @@
+"""Training configuration: nested dataclasses, YAML files, ``--a.b value`` overrides, validation."""
+import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "load_config", "apply_overrides", "parse_overrides"]
+
+_DTYPES = ("float32", "float64")
+_SCHEDULERS = ("plateau", "cosine", "none")
+_OPTIMIZERS = ("adam", "adamw")
+_THETA_OPTIMIZERS = ("irrep_adam", "sgd")
+_ENERGY_TARGETS = ("energy", "forces", "stress")
+
+
+@dataclass
+class DataConfig:
+    """Where the structures come from and which of their properties are targets.
+
+    Attributes
+    ----------
+    train : str, dict or list
+        A file (extxyz, CIF, anything ase reads, or a pymatgen ``.json``), a generator
+        ``{"generator": NAME, **kwargs}``, a file with options ``{"path": ..., "format": ...,
+        "index": ...}``, or a list of these (concatenated).
+    val, test : same as ``train``, optional
+        Given sets; when absent they are split off ``train`` by ``seed``.
+    val_fraction, test_fraction : float
+        Fractions of ``train`` held out when ``val`` / ``test`` are not given.
+    format : str, optional
+        ase format name for every file (guessed from the suffix otherwise).
+    index : str
+        ase index of the frames to read from each file (``":"`` = all).
+    energy_key, forces_key, stress_key : str, optional
+        Names of the reference values in ``atoms.info`` / ``atoms.arrays`` (e.g. ``REF_energy``);
+        by default the values stored by the file's calculator.
+    node_targets, graph_targets : list of str
+        Per-atom / per-graph targets of a ``node`` / ``graph`` model, in the order their
+        components are concatenated into the model output.
+    """
+
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    format: Optional[str] = None
+    index: str = ":"
+    energy_key: Optional[str] = None
+    forces_key: Optional[str] = None
+    stress_key: Optional[str] = None
+    node_targets: List[str] = field(default_factory=list)
+    graph_targets: List[str] = field(default_factory=list)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    Ordinary weights use Adam/AdamW; the relaxed weights θ get the equivariant treatment of
+    :func:`relaxed_e3nn.nn.make_optimizer` (per-irrep-block second moments or plain SGD, and
+    the proximal group-lasso step of weight ``theta_penalty``).
+    """
+
+    name: str = "adam"
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    theta_lr: Optional[float] = None
+    theta_optimizer: str = "irrep_adam"
+    theta_penalty: float = 0.0
+    scheduler: str = "plateau"
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    min_lr: float = 0.0
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``TrainConfig.from_dict(yaml.safe_load(file))``.
+
+    Attributes
+    ----------
+    output_dir : str
+        Directory for the checkpoint, metrics (CSV, JSON), loss curve and final model.
+    seed : int
+        Seeds the model initialisation, the data split and the per-epoch shuffles
+        (shuffle of epoch e is a function of ``(seed, e)`` only, so resumed runs repeat it).
+    dtype : {"float32", "float64"}
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:K"``.
+    epochs : int
+        Maximum number of epochs.
+    batch_size : int
+        Structures per optimisation step (the *global* batch under data parallelism).
+    eval_batch_size : int, optional
+        Structures per evaluation batch (``batch_size`` by default).
+    patience : int, optional
+        Early stopping: stop after this many epochs without a better validation loss.
+    ema_decay : float, optional
+        Exponential moving average of the weights (e.g. 0.99); evaluation and the final
+        model use the averaged weights.
+    fit_atomic_energies : bool
+        Fit per-species energy shifts by least squares on the training set and store them in
+        the model's ``atomic_energies`` (when the model predicts energies and none are given).
+    fit_scale : bool
+        Set the model's output ``scale`` from the training set when ``model.scale`` is not
+        given: the RMS force component (energy models with forces), the standard deviation of
+        the per-atom energy after the shifts (energy only), or the RMS target component
+        (node / graph models).
+    strict : bool
+        Train the strictly equivariant twin (``model.relaxed = False``) of the same model.
+    resume : bool
+        Continue from ``output_dir/checkpoint.pt``.
+    progress : {"auto", True, False}
+        tqdm progress bars (``auto``: only when stderr is a terminal).
+    task : str, optional
+        ``"box_dynamics"`` hands the whole config to
+        :func:`relaxed_e3nn.discrete.train_dynamics`.
+    data : DataConfig
+    model : dict
+        Keyword arguments of :class:`relaxed_e3nn.models.RelaxedNetworkConfig`;
+        ``species`` and ``cutoff`` default to the data's species and 5 Å.
+    loss : dict of str to float
+        Loss weights: ``energy`` (per-atom energy), ``forces``, ``stress`` and one per
+        entry of ``data.node_targets`` / ``data.graph_targets`` (1.0 when absent).
+    optim : OptimConfig
+    """
+
+    output_dir: str = "runs/train"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+    epochs: int = 100
+    batch_size: int = 8
+    eval_batch_size: Optional[int] = None
+    patience: Optional[int] = None
+    ema_decay: Optional[float] = None
+    fit_atomic_energies: bool = True
+    fit_scale: bool = True
+    strict: bool = False
+    resume: bool = False
+    progress: Union[bool, str] = "auto"
+    task: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Dict[str, Any] = field(default_factory=dict)
+    loss: Dict[str, float] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from a nested dict (unknown keys raise with a suggestion)."""
+        if isinstance(config, TrainConfig):
+            return copy.deepcopy(config)
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
+        config = copy.deepcopy(config)
+        sections = {"data": DataConfig, "optim": OptimConfig}
+        kwargs = {}
+        for key, value in config.items():
+            _check_known(key, _field_names(cls), "config")
+            if key in sections:
+                if value is None:
+                    value = {}
+                if not isinstance(value, dict):
+                    raise TypeError(f"config: '{key}' must be a mapping, got {type(value).__name__}")
+                for sub_key, sub_value in value.items():
+                    _check_known(sub_key, _field_names(sections[key]), f"config section '{key}'")
+                    _check_type(f"{key}.{sub_key}", sub_value, _field_type(sections[key], sub_key))
+                kwargs[key] = sections[key](**value)
+            else:
+                _check_type(key, value, _field_type(cls, key))
+                kwargs[key] = value
+        result = cls(**kwargs)
+        result.validate()
+        return result
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
+        if self.task is not None and self.task != "box_dynamics":
+            raise ValueError(f"config: task must be 'box_dynamics' or absent, got {self.task!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"config: dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise ValueError(f"config: device must be 'auto', 'cpu', 'cuda' or 'cuda:K', got {self.device!r}")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config: {key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"config: eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"config: patience must be >= 1, got {self.patience}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.progress not in ("auto", True, False):
+            raise ValueError(f"config: progress must be 'auto', true or false, got {self.progress!r}")
+        d = self.data
+        for key in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(d, key) < 1.0:
+                raise ValueError(f"config: data.{key} must be in [0, 1), got {getattr(d, key)}")
+        if d.val_fraction + d.test_fraction >= 1.0:
+            raise ValueError("config: data.val_fraction + data.test_fraction must be < 1")
+        for key in ("node_targets", "graph_targets"):
+            names = getattr(d, key)
+            if any(not isinstance(n, str) for n in names):
+                raise TypeError(f"config: data.{key} must be a list of strings, got {names!r}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"config: data.{key} has repeated names: {names!r}")
+        o = self.optim
+        if o.name not in _OPTIMIZERS:
+            raise ValueError(f"config: optim.name must be one of {_OPTIMIZERS}, got {o.name!r}")
+        if o.theta_optimizer not in _THETA_OPTIMIZERS:
+            raise ValueError(
+                f"config: optim.theta_optimizer must be one of {_THETA_OPTIMIZERS}, got {o.theta_optimizer!r}"
+            )
+        if o.scheduler not in _SCHEDULERS:
+            raise ValueError(f"config: optim.scheduler must be one of {_SCHEDULERS}, got {o.scheduler!r}")
+        if o.lr <= 0:
+            raise ValueError(f"config: optim.lr must be > 0, got {o.lr}")
+        if o.theta_lr is not None and o.theta_lr <= 0:
+            raise ValueError(f"config: optim.theta_lr must be > 0, got {o.theta_lr}")
+        for key in ("weight_decay", "theta_penalty", "min_lr"):
+            if getattr(o, key) < 0:
+                raise ValueError(f"config: optim.{key} must be >= 0, got {getattr(o, key)}")
+        if not 0.0 < o.lr_factor < 1.0:
+            raise ValueError(f"config: optim.lr_factor must be in (0, 1), got {o.lr_factor}")
+        if o.lr_patience < 0:
+            raise ValueError(f"config: optim.lr_patience must be >= 0, got {o.lr_patience}")
+        if o.grad_clip is not None and o.grad_clip <= 0:
+            raise ValueError(f"config: optim.grad_clip must be > 0, got {o.grad_clip}")
+        if self.task is None and self.data.train is None:
+            raise ValueError("config: data.train is required (a file, a generator or a list of them)")
+        allowed_loss = set(_ENERGY_TARGETS) | set(d.node_targets) | set(d.graph_targets)
+        for key, weight in self.loss.items():
+            _check_known(key, sorted(allowed_loss), "config section 'loss' (energy, forces, stress, "
+                         "or a name in data.node_targets / data.graph_targets)")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"config: loss.{key} must be a number >= 0, got {weight!r}")
+
+    def loss_weight(self, name: str) -> float:
+        """Weight of one loss term (defaults: energy 1, forces 10, stress 0, other targets 1)."""
+        defaults = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
+        return float(self.loss.get(name, defaults.get(name, 1.0)))
+
+
+# ---------------------------------------------------------------------- files and flags
+def load_config(path: Union[str, Path, None], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Read a YAML config (or start from ``{}``) and apply dotted-key overrides.
+
+    Returns the raw nested dict; :meth:`TrainConfig.from_dict` validates it (it is not
+    validated here because ``task: box_dynamics`` configs belong to another trainer).
+    """
+    config: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(config).__name__}")
+    return apply_overrides(config, overrides or {})
+
+
+def apply_overrides(config: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Return a copy of ``config`` with ``{"model.num_layers": 2, ...}`` set (nested by dots)."""
+    config = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        if any(not k for k in keys):
+            raise ValueError(f"config override: malformed key {dotted!r}")
+        node = config
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise ValueError(f"config override: {dotted!r} sets a key inside {k!r}, which is not a mapping")
+            node = node[k]
+        node[keys[-1]] = value
+    return config
+
+
+def parse_overrides(tokens: List[str]) -> Dict[str, Any]:
+    """Turn ``["--model.num_layers", "2", "--strict", "--lr=0.1"]`` into a dict of dotted keys.
+
+    Values are parsed as YAML (``2`` -> int, ``[a, b]`` -> list, ``null`` -> None); a flag
+    without a value is ``True``.
+    """
+    overrides: Dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) <= 2:
+            raise ValueError(f"unexpected argument {token!r}: config flags look like --key value or --a.b=value")
+        key = token[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens) and not _looks_like_flag(tokens[i + 1]):
+            raw = tokens[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        overrides[key.replace("-", "_")] = value
+    return overrides
+
+
+def _looks_like_flag(token: str) -> bool:
+    if not token.startswith("--"):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- validation helpers
+def _field_names(cls) -> List[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _field_type(cls, name):
+    return typing.get_type_hints(cls)[name]
+
+
+def _check_known(key, known, where) -> None:
+    if key not in known:
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, known))}"
+        raise ValueError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _check_type(name: str, value: Any, annotation) -> None:
+    if not _matches(value, annotation):
+        raise TypeError(
+            f"config: {name} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
+        )
+
+
+def _matches(value, annotation) -> bool:
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Union:
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, List):
+        return isinstance(value, (list, tuple))
+    if origin in (dict, Dict):
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin in (list, List):
+        return "a list"
+    if origin in (dict, Dict):
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))

@@ -1,0 +1,67 @@
+"""Small, seeded, offline datasets and configs for tests and examples of the trainer."""
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+__all__ = ["emt_copper_frames", "write_emt_copper", "tiny_train_config"]
+
+
+def emt_copper_frames(n: int = 12, seed: int = 0, *, rattle: float = 0.1, periodic: bool = True,
+                      symbols: str = "Cu") -> List[Any]:
+    """Rattled copper structures labelled with ase's EMT energies, forces (and stresses).
+
+    ``periodic=True``: cubic 4-atom fcc cells (lattice constant varied by ±2 %);
+    ``periodic=False``: 6-atom octahedral clusters. ``symbols="CuAu"`` swaps random atoms to
+    gold (EMT knows Cu, Ag, Au, Ni, Pd, Pt, Al).
+    """
+    from ase import Atoms
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        if periodic:
+            atoms = bulk("Cu", "fcc", a=3.6 * (1 + rng.uniform(-0.02, 0.02)), cubic=True)
+        else:
+            d = 1.8
+            atoms = Atoms("Cu6", positions=[[d, 0, 0], [-d, 0, 0], [0, d, 0], [0, -d, 0], [0, 0, d], [0, 0, -d]])
+        if symbols == "CuAu":
+            numbers = atoms.numbers.copy()
+            numbers[rng.random(len(atoms)) < 0.4] = 79
+            atoms.numbers = numbers
+        atoms.positions = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        if periodic:
+            atoms.get_stress()
+        frames.append(atoms)
+    return frames
+
+
+def write_emt_copper(path: Union[str, Path], n: int = 12, seed: int = 0, **kwargs) -> Path:
+    """Write :func:`emt_copper_frames` to an extxyz file and return its path."""
+    import ase.io
+
+    path = Path(path)
+    ase.io.write(str(path), emt_copper_frames(n, seed, **kwargs), format="extxyz")
+    return path
+
+
+def tiny_train_config(train: Any, output_dir: Union[str, Path], *, epochs: int = 3,
+                      extra_model: Optional[Dict[str, Any]] = None, **top: Any) -> Dict[str, Any]:
+    """A config for a one-layer, few-channel model that trains in about a second per epoch."""
+    model = {"cutoff": 4.0, "num_layers": 1, "irreps_hidden": "8x0e+4x1o+4x1e", "lmax": 1,
+             "irreps_relaxed": 1, "num_radial_basis": 6, "radial_neurons": 8, "num_neighbors": 12.0}
+    model.update(extra_model or {})
+    config = {"output_dir": str(output_dir), "epochs": epochs, "batch_size": 4, "dtype": "float64",
+              "progress": False, "data": {"train": train, "val_fraction": 0.2},
+              "model": model, "optim": {"lr": 0.02}}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    return config

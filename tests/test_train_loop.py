@@ -1,0 +1,221 @@
+"""The training loop on small EMT datasets: learning, outputs, targets, EMA, early stopping, bad input."""
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+import relaxed_e3nn
+from relaxed_e3nn.train import evaluate, fit_atomic_energies, load_checkpoint, predict, train
+from relaxed_e3nn.train._inference import graphs_for_model
+from relaxed_e3nn.train._testing import emt_copper_frames, tiny_train_config, write_emt_copper
+
+
+@pytest.fixture(scope="module")
+def copper(tmp_path_factory):
+    """One small training run shared by the tests that inspect its outputs."""
+    root = tmp_path_factory.mktemp("copper")
+    data = write_emt_copper(root / "cu.xyz", n=16, seed=1)
+    config = tiny_train_config(str(data), root / "run", epochs=12,
+                               data={"val_fraction": 0.25, "test_fraction": 0.125},
+                               loss={"energy": 1.0, "forces": 10.0, "stress": 1.0},
+                               optim={"lr": 0.03, "scheduler": "cosine"})
+    torch.set_default_dtype(torch.float32)
+    result = train(config)
+    return {"root": root, "data": data, "config": config, "result": result}
+
+
+@pytest.mark.slow
+def test_force_error_drops_well_below_force_scale(copper):
+    result = copper["result"]
+    frames = ase.io.read(str(copper["data"]), ":")
+    mean_force = float(np.mean(np.abs(np.concatenate([a.get_forces() for a in frames]))))
+    first, best = result.history[0], result.history[result.best_epoch - 1]
+    assert best["val_forces_mae"] < 0.35 * mean_force, (best["val_forces_mae"], mean_force)
+    assert best["val_forces_mae"] < 0.5 * first["val_forces_mae"]
+    assert result.test_metrics is not None and result.test_metrics["forces_mae"] < 0.5 * mean_force
+    assert {"energy_mae", "energy_rmse", "energy_total_mae", "forces_rmse", "stress_mae"} <= set(result.test_metrics)
+
+
+def test_outputs_written(copper):
+    result, out = copper["result"], copper["root"] / "run"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["checkpoint.pt", "metrics.csv", "metrics.json", "loss_curve.png", "model.pt", "config.yaml"])
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(result.history) == 13
+    assert lines[0].startswith("epoch,lr,train_loss,val_loss")
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["best_epoch"] == result.best_epoch and len(summary["history"]) == 12
+    assert summary["test"]["forces_mae"] == pytest.approx(result.test_metrics["forces_mae"])
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["epoch"] == 12 and checkpoint["finished"] is False
+    split = checkpoint["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(16))
+    assert (len(split["val"]), len(split["test"])) == (4, 2)
+    # cosine schedule: the learning rate decays
+    assert result.history[-1]["lr"] < result.history[0]["lr"]
+
+
+def test_final_model_is_best_and_reloads(copper):
+    result = copper["result"]
+    model = relaxed_e3nn.load(copper["root"] / "run" / "model.pt")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])
+    # the least-squares energy shifts and the fitted scale were stored in the model
+    frames = ase.io.read(str(copper["data"]), ":")
+    assert model.config.atomic_energies is not None and len(model.config.atomic_energies) == 1
+    rms_force = float(np.sqrt(np.mean(np.concatenate([a.get_forces() for a in frames]) ** 2)))
+    assert 0.3 * rms_force < model.config.scale < 3 * rms_force
+    # evaluating the best weights reproduces the validation metrics of the best epoch
+    checkpoint = load_checkpoint(copper["root"] / "run" / "checkpoint.pt")
+    val_frames = [frames[i] for i in checkpoint["split"]["val"]]
+    metrics = evaluate(model, graphs_for_model(model, val_frames), loss_weights={"stress": 1.0})
+    best = result.history[result.best_epoch - 1]
+    assert metrics["forces_mae"] == pytest.approx(best["val_forces_mae"], rel=1e-9)
+    assert metrics["loss"] == pytest.approx(best["val_loss"], rel=1e-9)
+
+
+def test_model_file_is_not_a_checkpoint(copper):
+    with pytest.raises(ValueError, match="not a relaxed_e3nn training checkpoint"):
+        load_checkpoint(copper["root"] / "run" / "model.pt")
+
+
+def test_existing_run_needs_resume_and_same_config(copper):
+    config = dict(copper["config"])
+    with pytest.raises(ValueError, match="already holds a checkpoint; pass --resume"):
+        train(config)
+    changed = dict(config, resume=True, optim={"lr": 0.5})
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's in \['optim.lr'"):
+        train(changed)
+
+
+def test_predict_matches_reference_model(copper):
+    model = relaxed_e3nn.load(copper["root"] / "run" / "model.pt")
+    frames = emt_copper_frames(3, seed=5)
+    predicted = predict(model, frames, compute_stress=True, batch_size=2)
+    for atoms, ref in zip(predicted, frames):
+        graph = graphs_for_model(model, [ref], with_targets=False)[0]
+        out = model(graph, compute_forces=True)
+        assert atoms.get_potential_energy() == pytest.approx(float(out["energy"]), rel=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), rtol=1e-10, atol=1e-12)
+        assert atoms.get_stress().shape == (6,)
+
+
+def test_unknown_species_rejected(copper):
+    model = relaxed_e3nn.load(copper["root"] / "run" / "model.pt")
+    alloy = emt_copper_frames(2, seed=3, symbols="CuAu")
+    with pytest.raises(ValueError, match=r"atomic numbers \[79\] are not among the species"):
+        predict(model, alloy)
+
+
+@pytest.mark.slow
+def test_energy_shift_fit_is_least_squares():
+    from relaxed_e3nn.data import from_ase
+
+    frames = emt_copper_frames(6, seed=2, symbols="CuAu", periodic=False)
+    graphs = [from_ase(a, 4.0) for a in frames]
+    shifts = fit_atomic_energies(graphs, [29, 79])
+    counts = np.array([[np.sum(a.numbers == 29), np.sum(a.numbers == 79)] for a in frames], dtype=float)
+    energies = np.array([a.get_potential_energy() for a in frames])
+    expected, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    np.testing.assert_allclose(shifts, expected, rtol=1e-12)
+    # a perturbed solution has a larger residual (the fit is the minimiser)
+    residual = np.sum((counts @ shifts - energies) ** 2)
+    assert residual < np.sum((counts @ (np.asarray(shifts) + [0.01, 0.0]) - energies) ** 2)
+
+
+@pytest.mark.slow
+def test_node_targets_from_generator_with_ema(tmp_path):
+    config = tiny_train_config(
+        {"generator": "perovskite_distortion", "n": 10, "seed": 0, "supercells": [1]}, tmp_path / "run",
+        epochs=3, ema_decay=0.5, data={"node_targets": ["displacements"], "val_fraction": 0.2},
+        extra_model={"output": "node", "irreps_out": "1o", "cutoff": 3.0})
+    result = train(config)
+    row = result.history[-1]
+    assert {"val_displacements_mae", "val_displacements_rmse", "val_loss"} <= set(row)
+    assert "val_energy_mae" not in row
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["ema"]["decay"] == 0.5
+    # the final model carries the EMA weights of the best epoch, not the raw weights
+    raw = checkpoint["model"]["state_dict"]
+    final = result.model.state_dict()
+    assert any(not torch.equal(raw[k], final[k].cpu()) for k in raw if raw[k].is_floating_point())
+
+
+def test_early_stopping_when_nothing_improves(tmp_path):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
+    # an update of 1e-30 leaves every float64 weight unchanged, so the validation loss never improves
+    config = tiny_train_config(str(data), tmp_path / "run", epochs=10, patience=2,
+                               optim={"lr": 1e-30, "scheduler": "none"})
+    result = train(config)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    assert len({row["val_loss"] for row in result.history}) == 1
+
+
+def test_strict_trains_equivariant_twin(tmp_path):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
+    result = train(tiny_train_config(str(data), tmp_path / "run", epochs=1, strict=True))
+    assert result.model.config.relaxed is False
+    relaxed = train(tiny_train_config(str(data), tmp_path / "run2", epochs=1))
+    assert relaxed.model.config.relaxed is True
+    assert sum(p.numel() for p in relaxed.model.parameters()) > sum(p.numel() for p in result.model.parameters())
+
+
+def test_float32_run(tmp_path):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
+    result = train(tiny_train_config(str(data), tmp_path / "run", epochs=1, dtype="float32"))
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert np.isfinite(result.history[0]["val_loss"])
+
+
+def test_pymatgen_json_and_cif_with_targets(tmp_path):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = emt_copper_frames(5, seed=4)
+    entries = [{"structure": AseAtomsAdaptor.get_structure(a).as_dict(), "energy": a.get_potential_energy(),
+                "forces": a.get_forces().tolist()} for a in frames]
+    (tmp_path / "cu.json").write_text(json.dumps(entries))
+    for k, atoms in enumerate(frames[:2]):
+        ase.io.write(str(tmp_path / f"cu{k}.cif"), atoms)
+        (tmp_path / f"cu{k}.json").write_text(json.dumps([{"energy": atoms.get_potential_energy(),
+                                                           "forces": atoms.get_forces().tolist()}]))
+    train_source = [str(tmp_path / "cu.json")] + [
+        {"path": str(tmp_path / f"cu{k}.cif"), "targets": str(tmp_path / f"cu{k}.json")} for k in range(2)]
+    result = train(tiny_train_config(train_source, tmp_path / "run", epochs=1))
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["split"]["n"] == 7
+    assert np.isfinite(result.history[0]["val_forces_mae"])
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"data": {"energy_key": "REF_energy"}}, "energy_key 'REF_energy' is missing"),
+    ({"loss": {"stress": 1.0}, "data": {"train": "CLUSTERS"}}, "no structure is periodic"),
+    ({"model": {"species": [29, 79, 47], "outputt": "node"}}, "did you mean 'output'"),
+    ({"model": {"species": [79]}}, r"species \[29\] occur in the data but not in model.species"),
+    ({"data": {"node_targets": ["displacements"]}}, "need model.output 'node'"),
+    ({"data": {"train": {"generator": "perovskite_distorsion"}}}, "did you mean 'perovskite_distortion'"),
+    ({"data": {"train": "MISSING"}}, "does not exist"),
+    ({"data": {"train": "UNLABELLED"}}, "have no energy"),
+    ({"data": {"train": "EMPTY"}}, "data.train"),
+    ({"data": {"val_fraction": 0.5, "test_fraction": 0.4}}, "too few"),
+])
+def test_bad_input_fails_before_training(tmp_path, change, match):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=3, seed=0)
+    clusters = write_emt_copper(tmp_path / "clusters.xyz", n=3, seed=0, periodic=False)
+    unlabelled = tmp_path / "bare.xyz"
+    bare = emt_copper_frames(3, seed=0)
+    for atoms in bare:
+        atoms.calc = None
+    ase.io.write(str(unlabelled), bare)
+    (tmp_path / "empty.xyz").write_text("")
+    names = {"CLUSTERS": str(clusters), "MISSING": str(tmp_path / "nope.xyz"), "UNLABELLED": str(unlabelled),
+             "EMPTY": str(tmp_path / "empty.xyz")}
+    config = tiny_train_config(str(data), tmp_path / "run", epochs=1)
+    for section, values in change.items():
+        values = {k: names.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+        config.setdefault(section, {}).update(values)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        train(config)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
