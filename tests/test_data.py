@@ -279,3 +279,12 @@ def test_placeholder_demo_builds_a_graph(capsys):
     out = capsys.readouterr().out
     assert "atoms          : 5" in out and "edges          : 8" in out
     assert main(["demo", "--cutoff", "-1"]) == 1
+
+
+def test_docstring_examples():
+    import doctest
+
+    from relaxed_e3nn.data import _builders
+
+    result = doctest.testmod(_builders, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

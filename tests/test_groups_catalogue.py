@@ -305,3 +305,21 @@ def test_not_a_group_and_bad_elements():
         point_group_from_generators(cn(12))
     with pytest.raises(ValueError, match="tol"):
         point_group_from_elements([np.eye(3)], tol=-1.0)
+
+
+@pytest.mark.parametrize("big", ["Oh", "Ih", "D8h", "D7h", "S16"])
+def test_random_subgroups_are_named_consistently(big):
+    """Closures of random element pairs of a big group: subgroups, named, round-tripping."""
+    rng = np.random.default_rng(4)
+    G = point_group(big, random_rotation(rng))
+    elements = G.elements
+    names = set()
+    for _ in range(15):
+        gens = elements[rng.integers(len(elements), size=2)]
+        h = point_group_from_generators(gens)
+        truth = naive_closure([g.numpy() for g in gens])
+        assert h.order == len(truth) and same_set(h.elements.numpy(), truth, 1e-9)
+        assert h.is_subgroup_of(G)
+        assert point_group(h.schoenflies, h.frame) == h
+        names.add(h.schoenflies)
+    assert len(names) >= 2

@@ -12,6 +12,7 @@ from e3nn import o3
 
 from relaxed_e3nn.data import collate, from_ase
 from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig
+from relaxed_e3nn.models._network import default_dtype
 from relaxed_e3nn.nn import relaxed_parameters, rotate
 
 SMALL = dict(irreps_hidden="8x0e+2x0o+4x1o+4x1e+2x2e+2x2o", num_layers=2, num_radial_basis=6, radial_neurons=16,
@@ -19,8 +20,10 @@ SMALL = dict(irreps_hidden="8x0e+2x0o+4x1o+4x1e+2x2e+2x2o", num_layers=2, num_ra
 CUTOFF = 3.5
 
 
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+def rel_err(a, b, floor=1e-30):
+    """max |a - b| / max(max |b|, floor)."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=floor))
 
 
 def relative_tolerance(dtype):
@@ -65,17 +68,24 @@ _CACHE = {}
 
 
 def make(dtype, fresh=False, **kwargs):
-    """A small model; cached per architecture (building e3nn layers dominates test time) and
-    converted in place to ``dtype``. Tests that change a cached model's state restore it."""
-    fields = dict(SMALL, species=[1, 6, 8, 29, 79], cutoff=CUTOFF, relaxed=False)
+    """A small model built in ``dtype`` (e3nn's constants take the dtype they are built in), cached
+    per architecture and dtype since building e3nn layers dominates test time. Tests that change a
+    cached model's state restore it."""
+    fields = dict(SMALL, species=[1, 6, 8, 29, 79], cutoff=CUTOFF, relaxed=False, irreps_relaxed=2, relax_at="both")
     fields.update(kwargs)
-    key = json.dumps(fields, sort_keys=True)
+    key = json.dumps(fields, sort_keys=True) + str(dtype)
+    strict_key = json.dumps(dict(fields, relaxed=False), sort_keys=True) + str(dtype)
     if fresh or key not in _CACHE:
-        model = RelaxedNetwork(RelaxedNetworkConfig(**fields))
+        if fields["relaxed"] and strict_key in _CACHE and not fresh:  # cheaper than a new build
+            strict = _CACHE[strict_key]
+            model = RelaxedNetwork.from_equivariant(strict, fields["irreps_relaxed"], fields["relax_at"])
+        else:
+            with default_dtype(dtype):
+                model = RelaxedNetwork(RelaxedNetworkConfig(**fields))
         if fresh:
-            return model.to(dtype)
+            return model
         _CACHE[key] = model
-    return _CACHE[key].to(dtype).train()
+    return _CACHE[key].train()
 
 
 @contextlib.contextmanager
@@ -104,7 +114,7 @@ def energy_errors(model, graph, rotations, stress):
     for R in rotations:
         Rt = R.to(graph.pos.dtype)
         rot = model(transform(graph, R), compute_forces=True, compute_stress=stress)
-        errors["energy"] = max(errors["energy"], rel_err(rot["energy"], out["energy"]))
+        errors["energy"] = max(errors["energy"], rel_err(rot["energy"], out["energy"], floor=1.0))
         errors["forces"] = max(errors["forces"], rel_err(rot["forces"], out["forces"] @ Rt.T))
         if stress:
             errors["stress"] = max(errors["stress"], rel_err(rot["stress"], Rt @ out["stress"] @ Rt.T))
@@ -152,7 +162,7 @@ def test_joint_equivariance_with_broken_theta(dtype):
             rotate_theta_(model, R)
             rot = model(transform(graph, R), compute_forces=True, compute_stress=True)
             rotate_theta_(model, R.T)
-            assert rel_err(rot["energy"], out["energy"]) < tol
+            assert rel_err(rot["energy"], out["energy"], floor=1.0) < tol
             assert rel_err(rot["forces"], out["forces"] @ Rt.T) < tol
             assert rel_err(rot["stress"], Rt @ out["stress"] @ Rt.T) < tol
 
@@ -199,13 +209,15 @@ def test_node_and_graph_outputs_equivariant(dtype):
 
 def test_graph_reduce_mean_and_sum(dtype):
     graph = featured_molecule(dtype)
-    kwargs = dict(relaxed=False, output="graph", irreps_out=IRREPS_SIGNAL,
-                  node_features={"velocities": "1o", "charges": "0e"})
-    summed = make(dtype, graph_reduce="sum", **kwargs)
-    mean = make(dtype, graph_reduce="mean", **kwargs)
-    mean.load_state_dict(summed.state_dict())
-    tol = relative_tolerance(dtype)
-    assert rel_err(mean(graph)["graph_output"] * graph.num_nodes, summed(graph)["graph_output"]) < tol
+    model = make(dtype, relaxed=False, output="graph", irreps_out=IRREPS_SIGNAL, graph_reduce="sum",
+                 node_features={"velocities": "1o", "charges": "0e"})
+    summed = model(graph)["graph_output"]
+    model.config.graph_reduce = "mean"  # read at every call
+    try:
+        mean = model(graph)["graph_output"]
+    finally:
+        model.config.graph_reduce = "sum"
+    assert rel_err(mean * graph.num_nodes, summed) < relative_tolerance(dtype)
 
 
 def test_equivariance_check_detects_a_wrong_representation(dtype):
@@ -233,7 +245,7 @@ def test_frame_reorients_the_symmetry_breaking(dtype):
             framed = model(transform(graph, R), compute_forces=True, compute_stress=True)
         finally:
             model.set_frame(torch.eye(3))
-        assert rel_err(framed["energy"], plain["energy"]) < tol
+        assert rel_err(framed["energy"], plain["energy"], floor=1.0) < tol
         assert rel_err(framed["forces"], plain["forces"] @ Rt.T) < tol
         assert rel_err(framed["stress"], Rt @ plain["stress"] @ Rt.T) < tol
         # without the frame the broken model does see the rotation
@@ -381,24 +393,31 @@ def test_training_mode_forces_backpropagate_to_weights():
 
 def test_atomic_energies_and_scale():
     dtype = torch.float64
-    model = make(dtype, fresh=True, species=[1, 8], num_layers=1)
+    model = make(dtype)
     graph = from_ase(Atoms("H2O", positions=[[0, 0, 0], [0.9, 0.3, 0], [0.1, 0.8, 0.2]]), CUTOFF, dtype=dtype)
     e0 = model(graph)["energy"]
-    model.set_atomic_energies([-13.6, -2040.0])
-    e1 = model(graph)["energy"]
-    assert torch.allclose(e1 - e0, torch.tensor([2 * -13.6 - 2040.0], dtype=dtype))
-    assert model.config.atomic_energies == [-13.6, -2040.0]
-    model.set_scale(2.0)
-    e2 = model(graph)["energy"]
-    assert torch.allclose(e2 - e1, e0)
+    model.set_atomic_energies([-13.6, 0.0, -2040.0, 0.0, 0.0])
+    try:
+        e1 = model(graph)["energy"]
+        assert torch.allclose(e1 - e0, torch.tensor([2 * -13.6 - 2040.0], dtype=dtype))
+        assert model.config.atomic_energies == [-13.6, 0.0, -2040.0, 0.0, 0.0]
+        model.set_scale(2.0)
+        e2 = model(graph)["energy"]
+        assert torch.allclose(e2 - e1, e0)
+    finally:
+        model.set_atomic_energies([0.0] * 5)
+        model.set_scale(1.0)
     with pytest.raises(ValueError, match="one entry per species"):
         model.set_atomic_energies([1.0])
+    with pytest.raises(ValueError, match="finite"):
+        model.set_scale(float("inf"))
 
 
 # --------------------------------------------------------------------------- bad input
 def test_unknown_species_and_bad_graphs_raise():
     model = make(torch.float64)
-    graph = from_ase(molecule(0, species=(1, 7, 8, 9)), CUTOFF, dtype=torch.float64)
+    hnof = Atoms("HNOF", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.1, 0], [0, 0, 1.2]])
+    graph = from_ase(hnof, CUTOFF, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"atomic numbers \[7, 9\] are not among the model's species \[1, 6, 8, 29, 79\]"):
         model(graph)
     water = from_ase(Atoms("H2O", positions=[[0, 0, 0], [0.9, 0.3, 0], [0.1, 0.8, 0.2]]), CUTOFF,

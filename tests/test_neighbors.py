@@ -133,3 +133,16 @@ def test_rejects_pbc_without_cell_and_bad_shapes():
 def test_rejects_coincident_atoms():
     with pytest.raises(ValueError, match="coincide"):
         neighbor_list(np.zeros((2, 3)), 2.0)
+
+
+def test_widely_spread_molecule_matches_brute_force():
+    """Atoms 1e6 A apart: a cell-list box would need billions of bins; the k-d tree does not."""
+    rng = np.random.default_rng(11)
+    positions = np.concatenate([rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) + 1e6, rng.normal(size=(5, 3)) * 1e6])
+    cutoff = 1.5
+    distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    dst, src = np.nonzero((distance < cutoff) & ~np.eye(len(positions), dtype=bool))
+    assert len(dst) > 0
+    got_src, got_dst, shift = neighbor_list(positions, cutoff)
+    assert sorted(zip(got_dst.tolist(), got_src.tolist())) == sorted(zip(dst.tolist(), src.tolist()))
+    assert not shift.any()

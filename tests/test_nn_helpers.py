@@ -176,5 +176,5 @@ def conv_equivariance_error(conv, R, x, attr, pos, theta_rotated=None):
         out_rotated = run_conv(conv, x @ D_in.T, attr @ D_attr.T, pos @ R.to(dtype).T)
     finally:
         set_theta(conv, saved)
-    return float((out_rotated - out @ D_out.T).abs().max() / out.abs().max())
+    return float(((out_rotated - out @ D_out.T).abs().max() / out.abs().max()).detach())
 

@@ -61,7 +61,10 @@ def run(args) -> int:
     except TypeError as err:  # config type errors are user errors at the command line
         print(f"relaxed-e3nn train: error: {err}", file=sys.stderr)
         return 1
-    if isinstance(result, dict) or not hasattr(result, "model_path"):
+    if isinstance(result, dict):  # the box-dynamics trainer reports a dict
+        for key, value in result.items():
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                print(f"{key}: {value}")
         return 0
     if result.test_metrics:
         print("test: " + " ".join(f"{k} {v:.6g}" for k, v in result.test_metrics.items()))

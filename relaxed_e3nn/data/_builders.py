@@ -1,7 +1,7 @@
 """Atomic graphs from arrays, ase ``Atoms``, pymatgen structures and files (extxyz, CIF, ...)."""
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch

@@ -1,5 +1,5 @@
-"""Neighbour lists for molecules, slabs, wires and bulk crystals (matscipy's cell-list search)."""
-from typing import Optional, Tuple
+"""Neighbour lists for molecules, slabs, wires and bulk crystals."""
+from typing import Tuple
 
 import numpy as np
 
@@ -38,6 +38,31 @@ def _orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:
     return vt[periodic_rows.shape[0]:]
 
 
+def _molecule_pairs(positions: np.ndarray, cutoff: float):
+    """All ordered pairs of a non-periodic set closer than ``cutoff`` (k-d tree; any spread of atoms)."""
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(positions).query_pairs(cutoff, output_type="ndarray").astype(np.int64).reshape(-1, 2)
+    if pairs.size:
+        # query_pairs includes distance == cutoff; the list is strict, as ase's and matscipy's
+        pairs = pairs[np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1) < cutoff]
+    first, second = pairs[:, 0], pairs[:, 1]
+    dst = np.concatenate([first, second])
+    src = np.concatenate([second, first])
+    order = np.lexsort((src, dst))
+    return src[order], dst[order], np.zeros((dst.shape[0], 3), dtype=np.int64)
+
+
+def _reject_coincident(src, dst, shift, distance) -> None:
+    close = distance < _COINCIDENT
+    if close.any():
+        e = int(np.flatnonzero(close)[0])
+        raise ValueError(
+            f"neighbor_list: atoms {int(dst[e])} and {int(src[e])} (shift {shift[e].tolist()}) "
+            "coincide; an edge of zero length has no direction"
+        )
+
+
 def neighbor_list(
     positions,
     cutoff: float,
@@ -55,14 +80,14 @@ def neighbor_list(
     where :math:`\mathbf{C}` holds the lattice vectors as rows and the integer shift
     :math:`\mathbf{S}` is zero along non-periodic directions. This is ase's
     ``neighbor_list("ijS")`` with ``i = dst`` (the centre) and ``j = src``, pair for pair;
-    the search itself is matscipy's linear-scaling cell list. A cutoff longer than the cell
+    periodic cells are searched with matscipy's linear-scaling cell list. A cutoff longer than the cell
     gives all the images it reaches (an atom may neighbour its own image, never itself
     with zero shift).
 
     Non-periodic directions need no cell vector: molecules (``cell=None`` or ``pbc`` all
-    false) are searched in a padded bounding box, and the lattice vectors of non-periodic
-    directions of a slab or wire are replaced by a box spanning the atoms, which leaves the
-    pairs unchanged.
+    false) are searched with scipy's k-d tree, whatever the spread of the atoms, and the
+    lattice vectors of the non-periodic directions of a slab or wire are replaced by a box
+    spanning the atoms, which leaves the pairs unchanged.
 
     Parameters
     ----------
@@ -130,6 +155,11 @@ def neighbor_list(
     if n == 0:
         return empty
 
+    if not pbc.any():
+        src, dst, shift = _molecule_pairs(positions, cutoff)
+        _reject_coincident(src, dst, shift, np.linalg.norm(positions[src] - positions[dst], axis=1))
+        return src, dst, shift
+
     # non-periodic directions: an orthogonal box spanning the atoms plus a margin, with the
     # atoms translated into it (a common translation changes no pair and no shift)
     search_cell = cell.copy()
@@ -147,11 +177,5 @@ def neighbor_list(
     dst = dst.astype(np.int64, copy=False)
     src = src.astype(np.int64, copy=False)
     shift = shift.astype(np.int64, copy=False)
-    close = distance < _COINCIDENT
-    if close.any():
-        e = int(np.flatnonzero(close)[0])
-        raise ValueError(
-            f"neighbor_list: atoms {int(dst[e])} and {int(src[e])} (shift {shift[e].tolist()}) "
-            "coincide; an edge of zero length has no direction"
-        )
+    _reject_coincident(src, dst, shift, distance)
     return src, dst, shift

@@ -19,9 +19,10 @@ so any function symmetric in the orbit index is G-invariant.
     f_{e,g} = \mathrm{relu}\big( W (g X_e) + u_e \big), \qquad
     W (g X_e) = \sum_k (W_k\, g)\, X_{e,k},
 
-with :math:`W_k g` precomputed for all g in one einsum (one ``(E, 12) @ (12, |G| K)`` matmul per
-layer) and the g-independent part :math:`u_e = U [h_i, h_j, |x_i - x_j|^2, a_e] + b` computed
-once per edge.
+with :math:`W_k g` precomputed for all g in one einsum (then one batched matmul over g per
+layer, never |G| separate calls) and the g-independent part
+:math:`u_e = U [h_i, h_j, |x_i - x_j|^2, a_e] + b` computed once per edge and added inside
+that matmul.
 
 **Invariant edge embedding** :math:`p_e` from the orbit of :math:`f_{e,\cdot}`:
 
@@ -117,8 +118,8 @@ class PointGroupMessagePassing(torch.nn.Module):
         orbit_width: Optional[int] = None,
         variant: str = "pooling",
         reduce: str = "mean",
-        node_orbit: bool = True,
-        vector_channels: int = 8,
+        node_orbit: bool = False,
+        vector_channels: int = 2,
     ):
         super().__init__()
         if int(vector_channels) < 1:
@@ -175,40 +176,39 @@ class PointGroupMessagePassing(torch.nn.Module):
 
     # -- orbit machinery --------------------------------------------------------------------
     def _composed_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """``(W_k g)[c, k, a] = sum_b W[c, k, b] g[b, a]`` for all g, as one ``(k3, |G| K)`` matrix."""
-        k, width = weight.shape[1], weight.shape[0]
-        return torch.einsum("ckb,gba->kagc", weight, self.elements).reshape(k * 3, self.group_order * width)
+        """``(W g)[g, (k, a), c] = sum_b W[c, k, b] g[b, a]`` for all g: weight (K, k, 3) -> (|G|, 3k, K)."""
+        return torch.einsum("ckb,gba->gkac", weight, self.elements).reshape(self.group_order, -1, weight.shape[0])
 
     def _transported_readout(self, readout: torch.Tensor) -> torch.Tensor:
-        """``T[(g, k), (c, a)] = (1/|G|) sum_b B[c, k, b] g[b, a]``, i.e. ``(1/|G|) g^T B_c`` for all g."""
-        channels, width = readout.shape[0], readout.shape[1]
+        """``T[g, k, (c, a)] = (1/|G|) sum_b B[c, k, b] g[b, a]``, i.e. ``(1/|G|) g^T B_c``: -> (|G|, K, 3C)."""
         transported = torch.einsum("ckb,gba->gkca", readout, self.elements) / self.group_order
-        return transported.reshape(self.group_order * width, channels * 3)
+        return transported.reshape(self.group_order, readout.shape[1], -1)
 
     def orbit_features(self, tuples: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """Per-element features ``relu(W (g X) + shift)``: tuples (M, k, 3), weight (K, k, 3) -> (M, |G|, K)."""
         m = tuples.shape[0]
-        pre = (tuples.reshape(m, -1) @ self._composed_weight(weight)).view(m, self.group_order, weight.shape[0])
+        pre = torch.einsum("mi,gic->mgc", tuples.reshape(m, -1), self._composed_weight(weight))
         return torch.relu_(pre + shift[:, None, :])  # in place: relu's backward needs only its result
 
     def _orbit_block(self, tuples, weight, shift, readout, pool: bool = True):
         """Invariant orbit embedding ``(M, K)`` and group-averaged vectors ``(M, C, 3)``.
 
-        The vectors are ``mean_g g^T B_c^T f_g`` for each readout channel c; the sums over g and
-        k are one ``(M, |G| K) @ (|G| K, 3C)`` matmul against the transported readout. With
-        ``pool=False`` (vectors only) the "pooling" embedding is returned whatever the variant.
+        The vectors are ``mean_g g^T B_c^T f_g`` for each readout channel c, contracted against
+        the transported readout ``(1/|G|) g^T B_c`` precomputed for all g. The "pooling"
+        variant (and ``pool=False``, vectors only) runs the fused, chunked kernel that never
+        stores the ``(M, |G|, K)`` per-element features.
         """
         m = tuples.shape[0]
         transported = self._transported_readout(readout)
         if not pool or self.variant == "pooling":
             summed, per_channel = orbit_sum_and_readout(
-                tuples.reshape(m, -1), self._composed_weight(weight), shift, transported, self.group_order
+                tuples.reshape(m, -1), self._composed_weight(weight), shift, transported
             )
             embedding = summed / self.group_order if self.reduce == "mean" else summed
         else:
             features = self.orbit_features(tuples, weight, shift)
             embedding = self._pool(features)
-            per_channel = features.reshape(m, -1) @ transported
+            per_channel = torch.einsum("mgk,gkr->mr", features, transported)
         return embedding, per_channel.view(m, readout.shape[0], 3)
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:

@@ -172,7 +172,7 @@ class DEGNN(_DynamicsModel):
         center=None,
         reduce: str = "mean",
         orbit_width: Optional[int] = None,
-        node_orbit: bool = True,
+        node_orbit: bool = False,
     ):
         super().__init__(node_attr_dim, hidden, layers, center)
         if variant not in VARIANTS:

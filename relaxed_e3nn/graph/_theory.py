@@ -113,8 +113,9 @@ def bias_variance_gap(weight: torch.Tensor, clusters, n_samples: int, noise_std:
     :math:`P_G \hat W` (:func:`project`). Both errors are
     :math:`\lVert \hat W - W \rVert_F^2`, the excess test risk for isotropic inputs. Since
     :math:`\mathbb{E}[(X X^\top)^{-1}] = I / (n - N - 1)` (inverse Wishart), the error of
-    :math:`\hat W` splits into independent noise in each of the :math:`N^2` coordinates of
-    ``vec(W)``, with variance :math:`\sigma^2/(n - N - 1)` each, and
+    :math:`\hat W`, averaged over the inputs, has the isotropic covariance
+    :math:`\sigma^2 I_{N^2} / (n - N - 1)` in ``vec(W)``, so projecting onto a subspace keeps
+    the fraction :math:`\dim\mathrm{Hom}_G / N^2` of it, and
 
     .. math::
         \mathbb{E}\lVert \hat W - W\rVert_F^2 - \mathbb{E}\lVert P_G \hat W - W\rVert_F^2
@@ -124,10 +125,13 @@ def bias_variance_gap(weight: torch.Tensor, clusters, n_samples: int, noise_std:
     squared bias of the non-equivariant part of :math:`W`. Positive: the constraint helps.
 
     The identity is exact for the projected estimator with Gaussian isotropic inputs and
-    ``n > N + 1``. Least squares fitted *within* the equivariant subspace has the same
-    bias and the same variance to leading order in :math:`N/n` (its variance is
-    :math:`\sigma^2\, \mathbb{E}\,\mathrm{tr}[(B^\top (X X^\top \otimes I) B)^{-1}] \approx
-    \sigma^2 \dim\mathrm{Hom}_G / n`), so for it the formula holds for :math:`n \gg N`.
+    ``n > N + 1``. Least squares fitted *within* the equivariant subspace is the projection
+    of :math:`\hat W` in the metric :math:`\lVert (W - \hat W) X \rVert_F`; it coincides with
+    :math:`P_G \hat W` when :math:`X X^\top` commutes with every permutation of G (e.g. an
+    orthogonal design :math:`X X^\top = n I`), and otherwise has the same bias and the same
+    variance to leading order in :math:`N/n`, so for it the formula holds for
+    :math:`n \gg N` (simulated: within 2% at :math:`n = 10 N`; at :math:`n = 2N` its gain
+    is about 9% larger than the formula).
 
     Parameters
     ----------

@@ -11,8 +11,15 @@ of an ase / pymatgen structure). :func:`describe_element` classifies a single ma
 """
 from ._catalogue import CONTINUOUS_GROUPS, MAX_AXIS_ORDER
 from ._elements import SymmetryElement, describe_element
-from ._point_group import PointGroup, point_group, point_group_from_elements, point_group_from_generators
+from ._point_group import (
+    PointGroup,
+    frame_from_axes,
+    point_group,
+    point_group_from_elements,
+    point_group_from_generators,
+)
 from ._structure import point_group_of
+from ._wigner import D_from_matrix
 
 __all__ = [
     "PointGroup",
@@ -20,7 +27,9 @@ __all__ = [
     "point_group_from_elements",
     "point_group_from_generators",
     "point_group_of",
+    "frame_from_axes",
     "describe_element",
+    "D_from_matrix",
     "SymmetryElement",
     "MAX_AXIS_ORDER",
     "CONTINUOUS_GROUPS",

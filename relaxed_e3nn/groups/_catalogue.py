@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ._linalg import reflection, rotation_about, unique_matrices
+from ._linalg import index_of, reflection, rotation_about, unique_matrices
 
 __all__ = [
     "MAX_AXIS_ORDER",
@@ -178,8 +178,7 @@ def closure(generators, tol, max_order):
     frontier = elements
     while len(frontier):
         products = (frontier[:, None] @ gens[None]).reshape(-1, 3, 3)
-        d = np.abs(products[:, None] - elements[None]).reshape(len(products), len(elements), 9).max(-1)
-        candidates = products[d.min(axis=1) > tol]
+        candidates = products[index_of(products, elements, tol) < 0]
         if len(candidates) == 0:
             break
         frontier = unique_matrices(candidates, tol)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._linalg import as_matrices, check_orthogonal, rotation_axis_angle
+from ._linalg import as_matrices, canonical_sign, check_orthogonal, rotation_axis_angle
 
 __all__ = ["SymmetryElement", "describe_element"]
 
@@ -106,8 +106,6 @@ def describe_element(R, tol=1e-6):
             angle = 2.0 * math.pi - angle
             axis = -axis
         if abs(angle) <= tol or abs(angle - math.pi) <= tol:
-            from ._linalg import canonical_sign
-
             axis = canonical_sign(axis)
     n, k = _rational_turn(angle, tol)
     if proper:

@@ -6,7 +6,7 @@ from ._linalg import frame_from_axes, perpendicular_unit, rotation_axis_angle, s
 
 __all__ = ["identify"]
 
-_AXIS_TOL = 1e-4  # |cos| tolerance when grouping rotation axes into lines
+_AXIS_TOL = 1e-4  # least |cos| tolerance when grouping rotation axes into lines (scaled up by tol)
 
 
 def _axis_lines(proper, tol):
@@ -21,7 +21,7 @@ def _axis_lines(proper, tol):
         if angle <= tol:
             continue
         for line in lines:
-            if abs(abs(line[0] @ axis) - 1.0) < _AXIS_TOL:
+            if abs(abs(line[0] @ axis) - 1.0) < max(_AXIS_TOL, tol):
                 line[1] += 1
                 break
         else:
@@ -82,7 +82,7 @@ def _full_name(rot_name, has_inversion, image_name):
 def _frame_candidates(name, proper, improper, lines, tol):
     """Candidate (z, x) axis pairs for the standard frame of ``name``."""
     def perpendicular(vectors, z):
-        return [v for v in vectors if abs(v @ z) < _AXIS_TOL]
+        return [v for v in vectors if abs(v @ z) < max(_AXIS_TOL, tol)]
 
     if name in ("C1", "Ci"):
         yield np.array([0.0, 0, 1]), np.array([1.0, 0, 0])

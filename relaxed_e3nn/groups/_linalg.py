@@ -14,6 +14,7 @@ __all__ = [
     "rotation_about",
     "reflection",
     "rotation_axis_angle",
+    "canonical_sign",
     "perpendicular_unit",
     "frame_from_axes",
     "unique_matrices",
@@ -143,25 +144,34 @@ def frame_from_axes(z, x):
     return np.stack([x, y, z], axis=1)
 
 
-def _distances(a, b):
-    """``max |a_i − b_j|`` over entries, as an ``[len(a), len(b)]`` array."""
-    return np.abs(a[:, None] - b[None]).reshape(len(a), len(b), 9).max(axis=-1)
+def _nearest(mats, pool):
+    """Index of the Frobenius-nearest pool matrix for each matrix, and the entrywise max error.
+
+    ``|A − B|_F² = |A|² + |B|² − 2 ⟨A, B⟩`` turns the search into one matrix product; the chosen
+    candidate is then checked entrywise, so the tolerance test itself is exact.
+    """
+    a = mats.reshape(len(mats), 9)
+    b = pool.reshape(len(pool), 9)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T
+    idx = d2.argmin(axis=1)
+    err = np.abs(a - b[idx]).max(axis=1)
+    return idx, err
 
 
 def unique_matrices(mats, tol):
     """Remove duplicates (entrywise max difference ``<= tol``), keeping first occurrences."""
-    kept = []
-    for m in mats:
-        if not kept or _distances(m[None], np.stack(kept)).min() > tol:
+    kept = [mats[0]]
+    for m in mats[1:]:
+        _, err = _nearest(m[None], np.stack(kept))
+        if err[0] > tol:
             kept.append(m)
     return np.stack(kept)
 
 
 def index_of(mats, pool, tol):
     """For each matrix in ``mats`` the index of a matching matrix in ``pool`` (``-1`` if none)."""
-    d = _distances(mats, pool)
-    idx = d.argmin(axis=1)
-    idx[d[np.arange(len(mats)), idx] > tol] = -1
+    idx, err = _nearest(mats, pool)
+    idx[err > tol] = -1
     return idx
 
 
@@ -169,5 +179,4 @@ def same_set(a, b, tol):
     """Whether two lists of matrices are equal as sets (within ``tol``, entrywise)."""
     if len(a) != len(b):
         return False
-    d = _distances(a, b)
-    return bool((d.min(axis=1) <= tol).all() and (d.min(axis=0) <= tol).all())
+    return bool((index_of(a, b, tol) >= 0).all() and (index_of(b, a, tol) >= 0).all())

@@ -1,7 +1,9 @@
 """The Cartesian point group of an atomic structure (ase / pymatgen)."""
+import warnings
+
 import numpy as np
 
-from ._linalg import nearest_orthogonal, perpendicular_unit, frame_from_axes
+from ._linalg import frame_from_axes, nearest_orthogonal, perpendicular_unit
 from ._point_group import PointGroup, point_group_from_elements
 
 __all__ = ["point_group_of"]
@@ -73,7 +75,9 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
     if kind == "crystal":
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-        ops = SpacegroupAnalyzer(obj, symprec=symprec).get_point_group_operations(cartesian=True)
+        with warnings.catch_warnings():  # spglib's own deprecation notice about its error handling
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="spglib")
+            ops = SpacegroupAnalyzer(obj, symprec=symprec).get_point_group_operations(cartesian=True)
         mats = np.stack([op.rotation_matrix for op in ops])
         return point_group_from_elements(nearest_orthogonal(mats), tol=tol)
 

@@ -22,7 +22,7 @@ import torch
 
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
-from relaxed_e3nn.models._network import RelaxedNetwork
+from relaxed_e3nn.models._network import RelaxedNetwork, default_dtype
 
 __all__ = ["save", "load", "model_to_dict", "model_from_dict", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -71,8 +71,13 @@ def model_to_dict(model: RelaxedNetwork) -> dict:
     }
 
 
-def model_from_dict(d: dict, map_location="cpu", *, source: str = "model dict") -> RelaxedNetwork:
+def model_from_dict(d: dict, map_location="cpu", *, dtype: torch.dtype = None, source: str = "model dict") -> RelaxedNetwork:
     """Rebuild the model written by :func:`model_to_dict` (bitwise: same parameters, same outputs).
+
+    The network is constructed in its floating dtype (e3nn's tensor-product constants take the
+    dtype they are built in), so a float64 model keeps float64-exact equivariance whatever
+    ``torch.get_default_dtype()`` is. The same path converts a model to another dtype properly:
+    ``model_from_dict(model_to_dict(model), dtype=torch.float64)``.
 
     Parameters
     ----------
@@ -80,6 +85,8 @@ def model_from_dict(d: dict, map_location="cpu", *, source: str = "model dict") 
         The payload.
     map_location : str or torch.device
         Device of the returned model.
+    dtype : torch.dtype, optional
+        Floating dtype of the returned model; the saved one by default.
     source : str
         How errors name the payload (e.g. the file it came from).
 
@@ -111,7 +118,11 @@ def model_from_dict(d: dict, map_location="cpu", *, source: str = "model dict") 
         )
     if d["dtype"] not in _DTYPES:
         raise ValueError(f"{source}: unknown dtype {d['dtype']!r}")
-    dtype = _DTYPES[d["dtype"]]
+    saved_dtype = _DTYPES[d["dtype"]]
+    if dtype is None:
+        dtype = saved_dtype
+    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"model_from_dict: dtype must be a floating torch.dtype, got {dtype!r}")
     try:
         config = RelaxedNetworkConfig.from_dict(d["config"])
     except ValueError as err:
@@ -122,7 +133,8 @@ def model_from_dict(d: dict, map_location="cpu", *, source: str = "model dict") 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source}: state_dict must be a dict of tensors")
 
-    model = RelaxedNetwork(config).to(dtype=dtype)
+    with default_dtype(dtype):
+        model = RelaxedNetwork(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -144,7 +156,7 @@ def save(model: RelaxedNetwork, path: Union[str, os.PathLike]) -> None:
         torch.save(payload, handle)
 
 
-def load(path: Union[str, os.PathLike], map_location="cpu") -> RelaxedNetwork:
+def load(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtype = None) -> RelaxedNetwork:
     """Read a model written by :func:`save`.
 
     Parameters
@@ -152,6 +164,8 @@ def load(path: Union[str, os.PathLike], map_location="cpu") -> RelaxedNetwork:
     path : str or os.PathLike
     map_location : str or torch.device
         Device of the returned model.
+    dtype : torch.dtype, optional
+        Floating dtype of the returned model; the saved one by default.
 
     Returns
     -------
@@ -180,5 +194,5 @@ def load(path: Union[str, os.PathLike], map_location="cpu") -> RelaxedNetwork:
             f"{path}: not a readable relaxed_e3nn model file (corrupt, truncated or foreign): "
             f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         ) from err
-    model = model_from_dict(payload, map_location=map_location, source=str(path))
+    model = model_from_dict(payload, map_location=map_location, dtype=dtype, source=str(path))
     return model.eval()

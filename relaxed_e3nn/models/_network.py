@@ -24,6 +24,18 @@ def _tp_path_exists(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, ir_out: o3.Irr
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in1.simplify() for _, ir2 in irreps_in2.simplify())
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Build e3nn modules in ``dtype``: their Clebsch-Gordan constants take the default dtype at
+    construction, and converting a float32-built module to float64 keeps float32-accurate constants."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def _relaxed_convolution_class():
     try:
         from relaxed_e3nn.nn import RelaxedConvolution
@@ -111,9 +123,11 @@ class RelaxedNetwork(torch.nn.Module):
         self.register_buffer("atomic_energies", torch.tensor(energies, dtype=dtype))
         self.register_buffer("scale", torch.tensor(cfg.scale, dtype=dtype))
 
-        self.layers = torch.nn.ModuleList()
-        irreps = self.irreps_node_input
+        # the gates fix every layer's irreps; check the output is reachable before building convolutions
+        gates = []
+        chain = [self.irreps_node_input]
         for _ in range(cfg.num_layers):
+            irreps = chain[-1]
             irreps_scalars = o3.Irreps([
                 (mul, ir) for mul, ir in self.irreps_hidden
                 if ir.l == 0 and _tp_path_exists(irreps, self.irreps_edge_attr, ir)
@@ -129,13 +143,17 @@ class RelaxedNetwork(torch.nn.Module):
                 irreps_gates, [_ACT_GATES[ir.p] for _, ir in irreps_gates],
                 irreps_gated,
             )
-            self.layers.append(_GatedLayer(self._make_convolution(irreps, gate.irreps_in, _convolutions), gate))
-            irreps = gate.irreps_out
-        if not any(_tp_path_exists(irreps, self.irreps_edge_attr, ir) or ir in irreps for _, ir in self.irreps_out):
+            gates.append(gate)
+            chain.append(gate.irreps_out)
+        irreps = chain[-1]
+        if not any(_tp_path_exists(irreps, self.irreps_edge_attr, ir) for _, ir in self.irreps_out):
             raise ValueError(
                 f"RelaxedNetwork: no irrep of irreps_out={self.irreps_out} can be produced from the last hidden "
                 f"features {irreps} with spherical harmonics up to lmax={cfg.lmax}; add layers or hidden irreps"
             )
+        self.layers = torch.nn.ModuleList()
+        for irreps_in, gate in zip(chain, gates):
+            self.layers.append(_GatedLayer(self._make_convolution(irreps_in, gate.irreps_in, _convolutions), gate))
         self.layers.append(self._make_convolution(irreps, self.irreps_out, _convolutions))
 
     def _make_convolution(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, prebuilt=None) -> torch.nn.Module:
@@ -195,15 +213,17 @@ class RelaxedNetwork(torch.nn.Module):
             config.relax_at = relax_at
         config = RelaxedNetworkConfig.from_dict(config.to_dict())  # validates the new fields
         relaxed_convolution = _relaxed_convolution_class()
-        convolutions = [
-            relaxed_convolution.from_equivariant(
-                layer.conv if isinstance(layer, _GatedLayer) else layer,
-                irreps_relaxed=config.irreps_relaxed, relax_at=config.relax_at,
-            )
-            for layer in model.layers
-        ]
         reference = model.scale
-        relaxed = cls(config, _convolutions=convolutions).to(device=reference.device, dtype=reference.dtype)
+        with default_dtype(reference.dtype):
+            convolutions = [
+                relaxed_convolution.from_equivariant(
+                    layer.conv if isinstance(layer, _GatedLayer) else layer,
+                    irreps_relaxed=config.irreps_relaxed, relax_at=config.relax_at,
+                )
+                for layer in model.layers
+            ]
+            relaxed = cls(config, _convolutions=convolutions)
+        relaxed = relaxed.to(device=reference.device, dtype=reference.dtype)
         with torch.no_grad():
             relaxed.atomic_energies.copy_(model.atomic_energies)
             relaxed.scale.copy_(model.scale)

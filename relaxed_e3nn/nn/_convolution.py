@@ -11,7 +11,7 @@ from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
 
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.nn._maps import ThetaLinearMap
-from relaxed_e3nn.nn._weights import RelaxedWeights
+from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 
 __all__ = ["RelaxedConvolution", "relax"]
 
@@ -175,7 +175,7 @@ class RelaxedConvolution(torch.nn.Module):
                     f"produce scalars from irreps_mid={irreps_mid}"
                 )
 
-        self.theta = RelaxedWeights(irreps_relaxed)
+        self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps
         if relax_at in ("edge", "both"):
             self.edge_relaxation = ThetaLinearMap(

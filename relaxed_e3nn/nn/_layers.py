@@ -5,7 +5,7 @@ import torch
 from e3nn import o3
 
 from relaxed_e3nn.nn._maps import ThetaLinearMap
-from relaxed_e3nn.nn._weights import RelaxedWeights
+from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 
 __all__ = ["RelaxedTensorProduct", "RelaxedLinear"]
 
@@ -43,7 +43,7 @@ class RelaxedTensorProduct(o3.TensorProduct):
 
     def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, *args, irreps_relaxed=2, **kwargs) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, instructions, *args, **kwargs)
-        self.theta = RelaxedWeights(irreps_relaxed)
+        self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps
         self.relaxation = ThetaLinearMap(self.irreps_in2, self.irreps_relaxed, self.irreps_in2, identity=True)
 
@@ -84,7 +84,7 @@ class RelaxedLinear(o3.Linear):
 
     def __init__(self, irreps_in, irreps_out, *args, irreps_relaxed=2, **kwargs) -> None:
         super().__init__(irreps_in, irreps_out, *args, **kwargs)
-        self.theta = RelaxedWeights(irreps_relaxed)
+        self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps
         self.relaxation = ThetaLinearMap(self.irreps_in, self.irreps_relaxed, self.irreps_out)
 

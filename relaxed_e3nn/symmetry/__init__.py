@@ -1,1 +1,35 @@
-"""symmetry (under construction)."""
+"""Measuring learned symmetry breaking.
+
+* :func:`residual_group` — the largest point group leaving relaxed weights invariant
+  (:func:`find_residual_symmetry` adds errors, resolution and axes); :func:`symmetry_errors`
+  for given elements.
+* :func:`breaking_spectrum` — per layer and irrep norms of the weights and of their part beyond a
+  group; :func:`plot_spectrum`, :func:`plot_signal`.
+* :func:`breaking_significance` — is a block's breaking above the noise level?
+* :func:`equivariance_error` — model-level equivariance error per output irrep block.
+* :class:`SymmetryReport` — all of the above for one model, as text, JSON and plots.
+"""
+from ._equivariance import BlockError, EquivarianceError, equivariance_error
+from ._report import SymmetryReport, format_axis
+from ._residual import ResidualSymmetry, find_residual_symmetry, residual_group, symmetry_errors
+from ._significance import SignificanceRow, breaking_significance
+from ._spectrum import SpectrumRow, breaking_spectrum, invariant_part, plot_signal, plot_spectrum
+
+__all__ = [
+    "residual_group",
+    "find_residual_symmetry",
+    "ResidualSymmetry",
+    "symmetry_errors",
+    "breaking_spectrum",
+    "SpectrumRow",
+    "invariant_part",
+    "plot_spectrum",
+    "plot_signal",
+    "breaking_significance",
+    "SignificanceRow",
+    "equivariance_error",
+    "EquivarianceError",
+    "BlockError",
+    "SymmetryReport",
+    "format_axis",
+]

@@ -145,21 +145,54 @@ def _fibonacci_grid(n: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _sh(ls: Sequence[int], pts: np.ndarray) -> np.ndarray:
-    x = torch.as_tensor(pts, dtype=torch.float64)
+    x = torch.as_tensor(np.ascontiguousarray(pts), dtype=torch.float64)
     return o3.spherical_harmonics(list(ls), x, normalize=True, normalization="component").numpy()
 
 
+@functools.lru_cache(maxsize=None)
+def _monomial_exponents(l: int) -> np.ndarray:
+    return np.array([(a, b, l - a - b) for a in range(l, -1, -1) for b in range(l - a, -1, -1)])
+
+
+@functools.lru_cache(maxsize=None)
+def _sh_monomial_coefficients(l: int) -> np.ndarray:
+    """``C`` [n_monomials, 2l+1] with ``Y_l(r) = monomials_l(r) @ C`` (e3nn's Y_l are homogeneous polynomials)."""
+    exps = _monomial_exponents(l)
+    rng = np.random.default_rng(l)
+    r = rng.normal(size=(4 * len(exps) + 8, 3))
+    x = torch.as_tensor(r, dtype=torch.float64)
+    Y = o3.spherical_harmonics(l, x, normalize=False, normalization="component").numpy()
+    coef, *_ = np.linalg.lstsq(_monomials(r, exps, l), Y, rcond=None)
+    return coef
+
+
+def _monomials(pts: np.ndarray, exps: np.ndarray, lmax: int) -> np.ndarray:
+    powers = np.ones((3, lmax + 1, len(pts)))
+    coords = pts.T
+    for k in range(1, lmax + 1):
+        powers[:, k] = powers[:, k - 1] * coords
+    return (powers[0, exps[:, 0]] * powers[1, exps[:, 1]] * powers[2, exps[:, 2]]).T
+
+
 class _Signals:
-    """Spherical signals ``f_s(r) = sum_l W_s,l . Y_l(r)`` evaluated in batches."""
+    """Spherical signals ``f_s(r) = sum_l W_s,l . Y_l(r)`` evaluated as polynomials (unit ``r``)."""
 
     def __init__(self, ls: Sequence[int], weights: np.ndarray):
         self.ls = list(ls)
-        self.W = weights  # [sum(2l+1), S]
+        self.lmax = max(self.ls, default=0)
+        exps, coefs, o = [], [], 0
+        for l in self.ls:
+            d = 2 * l + 1
+            exps.append(_monomial_exponents(l))
+            coefs.append(_sh_monomial_coefficients(l) @ weights[o : o + d])
+            o += d
+        self.exps = np.concatenate(exps) if exps else np.zeros((0, 3), int)
+        self.M = np.concatenate(coefs) if coefs else np.zeros((0, weights.shape[1]))
 
     def __call__(self, pts: np.ndarray) -> np.ndarray:
         shape = pts.shape[:-1]
-        Y = _sh(self.ls, pts.reshape(-1, 3))
-        return (Y @ self.W).reshape(shape + (self.W.shape[1],))
+        mono = _monomials(pts.reshape(-1, 3), self.exps, self.lmax)
+        return (mono @ self.M).reshape(shape + (self.M.shape[1],))
 
 
 def _tangent_basis(p: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -206,7 +239,7 @@ def _critical_points(signals: _Signals, n_search: int, grid_size: int, scales: n
     p = pts[seed_pt]
     which = seed_sig
     step_h = 1e-4
-    for _ in range(10):
+    for _ in range(7):
         _, g, H, t1, t2 = _derivatives(signals, p, which, step_h)
         # Newton on grad = 0 (works for maxima, minima and saddles); damped where H is singular
         det = H[:, 0, 0] * H[:, 1, 1] - H[:, 0, 1] ** 2
@@ -298,6 +331,7 @@ def _pair_axes(points: np.ndarray, signature: Optional[np.ndarray], sig_tol: flo
 def _axis_power(blocks: Sequence[Block], axes: np.ndarray, lmax: int) -> np.ndarray:
     """``P[k, parity_index, m]``: power at ``|m|`` about ``axes[k]`` (parity index 0: p=+1, 1: p=-1)."""
     comps = axis_frame_components(blocks, axes)
+    lmax = max([lmax] + [b.l for b in blocks])
     P = np.zeros((len(axes), 2, lmax + 1))
     for b, u in zip(blocks, comps):
         sq = (u**2).sum(1)  # [K, 2l+1]
@@ -417,73 +451,65 @@ def _generic_angles(lmax: int) -> np.ndarray:
 
 
 def _candidate_axes(blocks: Sequence[Block], lmax: int, scale: float, tol: float) -> np.ndarray:
+    """Unit vectors (up to sign) that contain every axis and mirror normal of the residual group."""
     rng = np.random.default_rng(12345)
     min_norm = 1e-6
-    primary = []
-    # l = 1 copies
-    for b in blocks:
-        if b.l == 1:
-            primary.append(_valid(b.values, 1e-9 * scale))
-    # l = 2 copies as matrices
+    # l = 1 copies are vectors; l = 2 copies are symmetric matrices whose eigenvectors are axes
+    vectors = [_valid(b.values, 1e-9 * scale) for b in blocks if b.l == 1]
     B = _l2_basis_cached()
-    mats = []
-    for b in blocks:
-        if b.l == 2:
-            mats.append(np.einsum("mk,kij->mij", b.values, B))
-    # spherical signals: one random combination per block (search), one per copy (signature)
+    vectors += [_eigvecs(np.einsum("mk,kij->mij", b.values, B)) for b in blocks if b.l == 2]
+    basic = _dedup_axes(_valid(np.concatenate(vectors), 1e-12)) if vectors else np.zeros((0, 3))
+    # their cross products and bisectors are the mirror normals and C2' axes when nothing of
+    # higher l pins them down
+    derived = _pair_axes(basic[:40], None, 0.0, min_norm)
+    # spherical signals: one random combination of copies per block (search), one per copy (signature)
     ls = sorted({b.l for b in blocks if b.l >= 1})
-    offsets, o = {}, 0
-    for l in ls:
-        offsets[l] = o
-        o += 2 * l + 1
-    dim = o
-    search_cols, sig_cols, search_ls = [], [], []
-    for b in blocks:
-        if b.l == 0:
-            continue
-        col = np.zeros(dim)
-        col[offsets[b.l] : offsets[b.l] + 2 * b.l + 1] = rng.normal(size=b.values.shape[0]) @ b.values
-        search_cols.append(col)
-        search_ls.append(b.l)
-        for v in b.values:
-            c = np.zeros(dim)
-            c[offsets[b.l] : offsets[b.l] + 2 * b.l + 1] = v
-            sig_cols.append(c)
-    # a random mixture of every block (its second moment is invariant under the rotations of H)
-    mix = sum(rng.normal() * c for c in search_cols) if search_cols else np.zeros(dim)
+    offsets = {l: sum(2 * q + 1 for q in ls if q < l) for l in ls}
+    dim = sum(2 * l + 1 for l in ls)
+
+    def column(l, v):
+        c = np.zeros(dim)
+        c[offsets[l] : offsets[l] + 2 * l + 1] = v
+        return c
+
+    active = [b for b in blocks if b.l >= 1 and np.linalg.norm(b.values) > 1e-12 * scale]
+    search_cols = [column(b.l, rng.normal(size=b.values.shape[0]) @ b.values) for b in active]
+    sig_cols = [column(b.l, v) for b in active for v in b.values]
     n_search = len(search_cols)
-    W = np.stack(search_cols + [mix] + sig_cols, 1) if search_cols else np.zeros((dim, 0))
+    if n_search == 0:
+        return _dedup_axes(np.concatenate([basic, derived]))
+    # a random mixture of every block: its second moment is invariant under the rotations of H
+    mix = sum(rng.normal() * c for c in search_cols)
+    W = np.stack(search_cols + [mix] + sig_cols, 1)
     signals = _Signals(ls, W)
-    grid_size = int(min(6000, max(800, 60 * lmax * lmax)))
+    grid_size = int(min(6000, max(600, 40 * lmax * lmax)))
     pts, _ = _fibonacci_grid(grid_size)
     values = signals(pts)  # [P, S]
     scales = np.abs(values).max(0)
-    # second moments of the search signals and of the mixture
-    if n_search:
-        f2 = values[:, : n_search + 1] ** 2  # [P, s]
-        moments = np.einsum("ps,pi,pj->sij", f2, pts, pts) / len(pts)
-        mats.append(moments)
-        mats.append(np.einsum("s,sij->ij", rng.normal(size=len(moments)), moments)[None])
-    mats = np.concatenate(mats) if mats else np.zeros((0, 3, 3))
-    primary.append(_eigvecs(mats))
-    primary = _valid(np.concatenate(primary) if primary else np.zeros((0, 3)), 1e-12)
-    primary = _dedup_axes(primary)
-    # critical points of the search signals of l >= 3 (lower l are covered above)
-    search_idx = [i for i, l in enumerate(search_ls) if l >= 3]
-    if search_idx:
-        crit_signals = _Signals(ls, W[:, search_idx])
-        crit = _critical_points(crit_signals, len(search_idx), grid_size, scales[search_idx])
-    else:
-        crit = np.zeros((0, 3))
-    crit = _dedup_axes(crit)
+    # second moments  int f^2 r r^T  of the search signals and of the mixture
+    moments = np.einsum("ps,pi,pj->sij", values[:, : n_search + 1] ** 2, pts, pts) / len(pts)
+    combined = np.einsum("s,sij->ij", rng.normal(size=len(moments)), moments)[None]
+    moment_axes = _eigvecs(np.concatenate([moments, combined]))
+    # critical points of random mixtures of the blocks whose signals transform alike under improper
+    # elements (f(g r) = p (-1)^l f(r)): each mixture's critical points form H-orbits. Two
+    # independent mixtures per class guard against an accidentally degenerate one.
+    crit = np.zeros((0, 3))
+    if lmax >= 3:
+        mixtures = []
+        for cls in (1, -1):
+            members = [i for i, b in enumerate(active) if b.p * (-1) ** b.l == cls]
+            for _ in range(2 if members else 0):
+                mixtures.append(sum(rng.normal() * search_cols[i] for i in members))
+        crit_signals = _Signals(ls, np.stack(mixtures, 1))
+        crit_scales = np.abs(crit_signals(pts)).max(0)
+        crit = _dedup_axes(_critical_points(crit_signals, len(mixtures), grid_size, crit_scales))
+    from_pairs = np.zeros((0, 3))
     if len(crit):
+        # points of one orbit have equal |signal| for every copy (up to the tolerance)
         sig = np.abs(signals(crit)[:, n_search + 1 :])
-        sig_tol = max(20 * tol, 1e-7) * scale * math.sqrt(2 * lmax + 1)
+        sig_tol = max(3 * tol, 1e-9) * scale * math.sqrt(2 * lmax + 1)
         from_pairs = _pair_axes(crit, sig, sig_tol, min_norm)
-    else:
-        from_pairs = np.zeros((0, 3))
-    derived = _pair_axes(primary, None, 0.0, min_norm) if len(primary) < 60 else np.zeros((0, 3))
-    return _dedup_axes(np.concatenate([primary, crit, from_pairs, derived]))
+    return _dedup_axes(np.concatenate([basic, derived, moment_axes, crit, from_pairs]))
 
 
 def _search(blocks: Sequence[Block], tol: float, atol: float):
@@ -547,8 +573,8 @@ def _close(blocks, gens, errs, thr):
     accepted = []
     for i in order:
         g = gens[i]
-        if group.contains(g[None], 1e-6).all():
-            continue
+        if group.contains(g[None], 1e-2).all():
+            continue  # already in the group (or a less accurate copy of one of its elements)
         trial = accepted + [g]
         try:
             candidate = point_group_from_generators(np.stack(trial), tol=1e-3, max_order=120)
@@ -618,7 +644,7 @@ def _describe_axes(group) -> List[dict]:
         if group.schoenflies in ("SO3", "O3"):
             return []
         axis = group.frame.numpy()[:, 2]
-        return [{"symbol": "Cinf", "axis": axis.tolist()}]
+        return [{"symbol": "Cinf", "axis": [float(x) for x in axis]}]
     seen = []
     out = []
     for R in group.elements.numpy():
@@ -629,7 +655,7 @@ def _describe_axes(group) -> List[dict]:
         if key in seen:
             continue
         seen.append(key)
-        out.append({"symbol": key[0], "axis": None if e.axis is None else list(key[1])})
+        out.append({"symbol": key[0], "axis": None if e.axis is None else [float(x) for x in key[1]]})
     return out
 
 

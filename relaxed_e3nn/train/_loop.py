@@ -170,13 +170,15 @@ class _Trainer:
         if checkpoint is not None:
             model = model_from_dict(checkpoint["model"])
         else:
-            if (spec.output == "energy" and cfg.fit_atomic_energies
-                    and model_dict.get("atomic_energies") is None and "energy" in spec.names):
-                model_dict["atomic_energies"] = fit_atomic_energies(self.train_set, model_dict["species"])
-            if cfg.fit_scale and "scale" not in cfg.model:
-                model_dict["scale"] = _fitted_scale(self.train_set, spec, model_dict)
+            fit_shifts = (spec.output == "energy" and cfg.fit_atomic_energies
+                          and model_dict.get("atomic_energies") is None and "energy" in spec.names)
+            fit_scale = cfg.fit_scale and "scale" not in cfg.model
+            if fit_scale:
+                model_dict["scale"] = 1.0
             torch.manual_seed(cfg.seed)
             model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict))
+            model = model.to(device=self.ctx.device, dtype=self.dtype)
+            _initialise_output(model, self.train_set, spec, fit_scale=fit_scale, fit_shifts=fit_shifts)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
         self.model = model
@@ -712,27 +714,62 @@ def _progress(total: int, desc: str, show: bool):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def _fitted_scale(graphs, spec: TargetSpec, model_dict) -> float:
-    """Typical size of what the network output must produce (1.0 when it cannot be told)."""
-    if spec.output == "energy":
-        if "forces" in spec.names:
-            forces = torch.cat([g.node_targets["forces"].reshape(-1) for g in graphs]).double()
-            value = float(forces.pow(2).mean().sqrt())
-        elif "energy" in spec.names:
-            species = model_dict["species"]
-            shifts = dict(zip(species, model_dict.get("atomic_energies") or [0.0] * len(species)))
-            per_atom = []
-            for g in graphs:
-                shift = sum(shifts[int(z)] for z in g.atomic_numbers.tolist())
-                per_atom.append((float(g.graph_targets["energy"].reshape(-1)[0]) - shift) / g.num_nodes)
-            value = float(np.std(per_atom)) if len(per_atom) > 1 else 0.0
+def _initialise_output(model, graphs, spec: TargetSpec, *, fit_scale: bool, fit_shifts: bool,
+                       max_structures: int = 64) -> None:
+    r"""Data-dependent start: output ``scale`` and per-species energy shifts from the training set.
+
+    With the untrained network's outputs :math:`\varepsilon` (scale 1, no shifts) on up to
+    ``max_structures`` training structures, the scale :math:`s` makes the initial predictions
+    as large as the targets (RMS force component over RMS predicted force component for an
+    energy model with forces; RMS target over RMS output for node / graph models; the spread of
+    per-atom energies for an energy-only fit), and the shifts :math:`E^0_Z` are the least-squares
+    fit of :math:`E_b - s\,\varepsilon_b \approx \sum_Z n_{bZ} E^0_Z`, so training starts near
+    the data instead of several eV per atom away from it.
+    """
+    from relaxed_e3nn.data import collate
+
+    if not (fit_scale or fit_shifts):
+        return
+    species = list(model.config.species)
+    if fit_shifts:
+        model.set_atomic_energies([0.0] * len(species))
+    sample = list(graphs[:max_structures])
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        batch = collate(sample).to(device=device)
+        with torch.enable_grad() if spec.compute_forces else torch.no_grad():
+            out = model(batch, compute_forces=spec.compute_forces)
+    finally:
+        model.train(was_training)
+    out = {k: v.detach().double() for k, v in out.items()}
+    scale = float(model.config.scale)
+    if fit_scale:
+        if spec.output == "energy" and "forces" in spec.names:
+            ratio = _rms(batch.node_targets["forces"]) / _rms(out["forces"])
+        elif spec.output == "energy":
+            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
+            target = batch.graph_targets["energy"].reshape(-1).double() / n_atoms
+            predicted = out["energy"] / n_atoms
+            ratio = float(target.std() / predicted.std()) if len(sample) > 1 else 1.0
         else:
-            value = 0.0
-    else:
-        source = "node_targets" if spec.output == "node" else "graph_targets"
-        values = torch.cat([getattr(g, source)[n].reshape(-1).double() for g in graphs for n in spec.names])
-        value = float(values.pow(2).mean().sqrt())
-    return value if math.isfinite(value) and value > 1e-12 else 1.0
+            source = batch.node_targets if spec.output == "node" else batch.graph_targets
+            target = torch.cat([source[n].reshape(len(source[n]), -1).double() for n in spec.names], dim=1)
+            ratio = _rms(target) / _rms(out["node_output" if spec.output == "node" else "graph_output"])
+        if math.isfinite(ratio) and ratio > 0:
+            scale = ratio
+            model.set_scale(scale)
+    if fit_shifts:
+        residual = []
+        for k, g in enumerate(sample):
+            residual.append(dataclasses.replace(g, graph_targets={
+                "energy": g.graph_targets["energy"] - scale * out["energy"][k].to(g.graph_targets["energy"].dtype)}))
+        model.set_atomic_energies(fit_atomic_energies(residual, species))
+
+
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.double().pow(2).mean().sqrt())
 
 
 def _seed_everything(seed: int) -> None:

@@ -54,7 +54,7 @@ def tiny_train_config(train: Any, output_dir: Union[str, Path], *, epochs: int =
                       extra_model: Optional[Dict[str, Any]] = None, **top: Any) -> Dict[str, Any]:
     """A config for a one-layer, few-channel model that trains in about a second per epoch."""
     model = {"cutoff": 4.0, "num_layers": 1, "irreps_hidden": "8x0e+4x1o+4x1e", "lmax": 1,
-             "irreps_relaxed": 1, "num_radial_basis": 6, "radial_neurons": 8, "num_neighbors": 12.0}
+             "irreps_relaxed": 1, "num_radial_basis": 8, "radial_neurons": 16, "num_neighbors": 12.0}
     model.update(extra_model or {})
     config = {"output_dir": str(output_dir), "epochs": epochs, "batch_size": 4, "dtype": "float64",
               "progress": False, "data": {"train": train, "val_fraction": 0.2},

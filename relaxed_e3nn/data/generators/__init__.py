@@ -13,10 +13,12 @@ name                        data                                                
 ``field_md``                neutral clusters in a uniform field (energy, forces)        C∞v about E
 ``lorentz``                 charges in uniform E and B (accelerations)                  C∞, Cs or C1
 ``shape_deformation``       cube -> cube / tetragonal prism / irregular shape           Oh / D4h / C1
+``box_nbody``               charged / gravitating particles in a box with walls         Oh / D4h / D2h
 ==========================  ==========================================================  ===================
 """
 from typing import Callable, Dict
 
+from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody, box_nbody_atoms
 from relaxed_e3nn.data.generators._field_md import UniformFieldCalculator, field_md
 from relaxed_e3nn.data.generators._lorentz import lorentz, lorentz_accelerations, lorentz_residual_group
 from relaxed_e3nn.data.generators._perovskite import (
@@ -30,6 +32,7 @@ __all__ = [
     "field_md", "UniformFieldCalculator",
     "lorentz", "lorentz_accelerations", "lorentz_residual_group",
     "shape_deformation", "SHAPE_TARGETS",
+    "box_nbody", "box_nbody_atoms", "BoxDynamicsData",
 ]
 
 GENERATORS: Dict[str, Callable] = {
@@ -37,4 +40,5 @@ GENERATORS: Dict[str, Callable] = {
     "field_md": field_md,
     "lorentz": lorentz,
     "shape_deformation": shape_deformation,
+    "box_nbody": box_nbody_atoms,
 }

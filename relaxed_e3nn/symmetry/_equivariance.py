@@ -1,0 +1,206 @@
+r"""Equivariance error of a function under O(3) or a point group, per output irrep block."""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from e3nn import o3
+
+__all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
+
+CARTESIAN = "cartesian_points"
+
+
+@dataclass
+class BlockError:
+    """Error of one output irrep block.
+
+    Attributes
+    ----------
+    output : int
+        Index of the output (0 for a single tensor).
+    irreps : str
+        The block, e.g. ``"4x1o"``.
+    abs_error : float
+        :math:`\max_g \max |f(g\cdot x) - D_{out}(g) f(x)|` over the block's entries.
+    rel_error : float
+        :math:`\max_g \lVert f(g\cdot x) - D_{out}(g) f(x)\rVert / \lVert D_{out}(g) f(x)\rVert` over the block
+        (``inf`` if the expected block is zero but the error is not, 0 if both are zero).
+    """
+
+    output: int
+    irreps: str
+    abs_error: float
+    rel_error: float
+
+
+@dataclass
+class EquivarianceError:
+    """Result of :func:`equivariance_error`: one :class:`BlockError` per output irrep block."""
+
+    blocks: List[BlockError] = field(default_factory=list)
+    num_elements: int = 0
+    group: str = "O3"
+
+    @property
+    def max_abs(self) -> float:
+        return max((b.abs_error for b in self.blocks), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((b.rel_error for b in self.blocks), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "group": self.group,
+            "num_elements": self.num_elements,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "blocks": [vars(b).copy() for b in self.blocks],
+        }
+
+    def __str__(self) -> str:
+        lines = [f"equivariance error over {self.num_elements} elements of {self.group}:"]
+        for b in self.blocks:
+            lines.append(f"  out[{b.output}] {b.irreps:>8}: abs {b.abs_error:.3e}  rel {b.rel_error:.3e}")
+        return "\n".join(lines)
+
+
+def _parse_spec(spec, name: str):
+    if spec is None or spec == CARTESIAN:
+        return spec
+    if isinstance(spec, o3.Irreps):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return o3.Irreps(spec)
+        except (ValueError, AssertionError) as err:
+            raise ValueError(f"{name}: {spec!r} is neither irreps nor 'cartesian_points' ({err})") from err
+    raise TypeError(f"{name} must be irreps, 'cartesian_points' or None, got {type(spec).__name__}")
+
+
+def _specs(specs, count: int, name: str) -> list:
+    if isinstance(specs, (list, tuple)) and not isinstance(specs, o3.Irreps):
+        specs = list(specs)
+    else:
+        specs = [specs]
+    if len(specs) != count:
+        raise ValueError(f"{name} has {len(specs)} entries but there are {count} tensors")
+    return [_parse_spec(s, f"{name}[{i}]") for i, s in enumerate(specs)]
+
+
+def _act(spec, g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    if spec is None:
+        return x
+    if spec == CARTESIAN:
+        if x.shape[-1] != 3:
+            raise ValueError(f"{name} is 'cartesian_points' but its last dimension is {x.shape[-1]}, expected 3")
+        return x @ g.to(x.dtype).T
+    if x.shape[-1] != spec.dim:
+        raise ValueError(f"{name} has last dimension {x.shape[-1]} but its irreps {spec} have dimension {spec.dim}")
+    D = spec.D_from_matrix(g.to(torch.float64)).to(dtype=x.dtype, device=x.device)
+    return x @ D.T
+
+
+def _elements(group, n: int, generator: torch.Generator) -> tuple:
+    """Matrices (float64) and a label."""
+    if group is None:
+        R = o3.rand_matrix(n, dtype=torch.float64)
+        # alternate proper and improper elements so that parity is always exercised
+        sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n)], dtype=torch.float64)
+        return R * sign[:, None, None], "O3 (Haar)"
+    from relaxed_e3nn.groups import PointGroup, point_group
+
+    if isinstance(group, str):
+        group = point_group(group)
+    if not isinstance(group, PointGroup):
+        raise TypeError(f"group must be None, a PointGroup or a group name, got {type(group).__name__}")
+    if group.is_finite:
+        if group.order <= n:
+            return group.elements, group.schoenflies
+        return group.sample(n, generator=generator), group.schoenflies
+    return group.sample(n, generator=generator), group.schoenflies
+
+
+def equivariance_error(
+    fn: Callable,
+    args,
+    irreps_in,
+    irreps_out,
+    group=None,
+    n: int = 8,
+    seed: Optional[int] = 0,
+) -> EquivarianceError:
+    r"""Measure :math:`f(g\cdot x) - D_\mathrm{out}(g) f(x)` per output irrep block.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*args)`` returns a tensor or a tuple of tensors.
+    args : tensor or sequence of tensors
+        The inputs (their dtype sets the precision of the test).
+    irreps_in : irreps, ``"cartesian_points"``, None, or a list of those (one per argument)
+        How each argument transforms: by ``D(g)`` on its last axis, by the 3x3 matrix ``g``
+        (positions; as in e3nn), or not at all (``None``: invariant inputs such as indices).
+    irreps_out : same, one per output
+    group : None, PointGroup or str
+        ``None``: ``n`` Haar-random O(3) elements, every other one improper (parity included).
+        A finite group: all its elements when ``order <= n``, else ``n`` random elements; a
+        continuous group: ``n`` Haar-random elements of it.
+    n : int
+        Number of elements.
+    seed : int or None
+        Seeds the random elements.
+
+    Returns
+    -------
+    EquivarianceError
+        Absolute and relative errors per output irrep block (max over elements).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    args = [args] if isinstance(args, torch.Tensor) else list(args)
+    for i, a in enumerate(args):
+        if not isinstance(a, torch.Tensor):
+            raise TypeError(f"args[{i}] must be a torch.Tensor, got {type(a).__name__}")
+    specs_in = _specs(irreps_in, len(args), "irreps_in")
+    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    if seed is not None:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(seed))
+    try:
+        mats, label = _elements(group, n, generator)
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(state)
+    with torch.no_grad():
+        out = fn(*args)
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    specs_out = _specs(irreps_out, len(outs), "irreps_out")
+    abs_err = [[0.0] * (len(s) if isinstance(s, o3.Irreps) else 1) for s in specs_out]
+    rel_err = [[0.0] * (len(s) if isinstance(s, o3.Irreps) else 1) for s in specs_out]
+    for g in mats:
+        with torch.no_grad():
+            moved = fn(*[_act(s, g, a, f"args[{i}]") for i, (s, a) in enumerate(zip(specs_in, args))])
+        moved = [moved] if isinstance(moved, torch.Tensor) else list(moved)
+        for k, (spec, y, y_g) in enumerate(zip(specs_out, outs, moved)):
+            expected = _act(spec, g, y, f"output[{k}]")
+            if y_g.shape != expected.shape:
+                raise ValueError(f"output[{k}] changed shape under the group action: {tuple(y_g.shape)} vs {tuple(expected.shape)}")
+            slices = spec.slices() if isinstance(spec, o3.Irreps) else [slice(None)]
+            for j, sl in enumerate(slices):
+                diff = (y_g[..., sl] - expected[..., sl]).to(torch.float64)
+                ref = expected[..., sl].to(torch.float64)
+                a = float(diff.abs().max()) if diff.numel() else 0.0
+                dn, rn = float(diff.norm()), float(ref.norm())
+                r = dn / rn if rn > 0 else (0.0 if dn == 0 else math.inf)
+                abs_err[k][j] = max(abs_err[k][j], a)
+                rel_err[k][j] = max(rel_err[k][j], r)
+    blocks = []
+    for k, spec in enumerate(specs_out):
+        names = [str(o3.Irreps([mul_ir])) for mul_ir in spec] if isinstance(spec, o3.Irreps) else [str(spec)]
+        for j, name in enumerate(names):
+            blocks.append(BlockError(k, name, abs_err[k][j], rel_err[k][j]))
+    return EquivarianceError(blocks=blocks, num_elements=len(mats), group=label)

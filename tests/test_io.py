@@ -1,0 +1,152 @@
+"""relaxed_e3nn.save / load and the model payload: bitwise round trip, clear errors on bad files."""
+import json
+import os
+
+import pytest
+import torch
+
+import relaxed_e3nn
+from relaxed_e3nn.data import collate, from_ase
+from relaxed_e3nn.models import FORMAT_VERSION, RelaxedNetwork, load, model_from_dict, model_to_dict, save
+from relaxed_e3nn.nn import relaxed_parameters
+from test_models import CUTOFF, broken_theta, crystal, make, molecule, transform
+
+
+def outputs(model, graph):
+    out = model(graph, compute_forces=True, compute_stress=True)
+    return {k: v.detach() for k, v in out.items()}
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]) or (  # NaN stress of molecules compares unequal to itself
+            torch.equal(torch.isnan(a[key]), torch.isnan(b[key]))
+            and torch.equal(a[key].nan_to_num(), b[key].nan_to_num())
+        ), key
+
+
+def test_save_load_bitwise_round_trip(dtype, tmp_path):
+    model = make(dtype, relaxed=True)
+    graph = collate([from_ase(crystal(), CUTOFF, dtype=dtype), from_ase(molecule(), CUTOFF, dtype=dtype)])
+    path = tmp_path / "sub" / "model.pt"
+    model.set_atomic_energies([-1.5, 0.25, 3.0, -0.125, 7.0])
+    try:
+        with broken_theta(model):  # theta must round-trip too
+            model.eval()
+            before = outputs(model, graph)
+            relaxed_e3nn.save(model, path)
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+    finally:
+        model.set_atomic_energies([0.0] * 5)
+    assert sorted(os.listdir(path.parent)) == ["model.pt"]  # no temporary file left behind
+
+    loaded = relaxed_e3nn.load(path)
+    assert isinstance(loaded, RelaxedNetwork) and not loaded.training
+    assert loaded.config.atomic_energies == [-1.5, 0.25, 3.0, -0.125, 7.0]
+    assert loaded.config == RelaxedNetwork(loaded.config).config
+    assert loaded.state_dict().keys() == state.keys()
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key
+    assert any(theta.abs().sum() > 1 for _, _, theta in relaxed_parameters(loaded))
+    assert_bitwise_equal(outputs(loaded, graph), before)
+
+    # the payload functions the trainer's checkpoints wrap, through weights_only torch.load
+    payload = model_to_dict(loaded)
+    assert payload["format_version"] == FORMAT_VERSION and payload["dtype"] == str(dtype).split(".")[1]
+    assert payload["package_version"] == relaxed_e3nn.__version__
+    json.dumps(payload["config"])  # plain data
+    torch.save({"model": payload, "epoch": 3}, tmp_path / "checkpoint.pt")
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    again = model_from_dict(checkpoint["model"]).eval()
+    assert_bitwise_equal(outputs(again, graph), before)
+
+
+def test_load_converts_dtype_and_keeps_exact_equivariance(tmp_path):
+    """A float32 file loaded as float64 is rebuilt in float64 (not float32 constants cast up)."""
+    model = make(torch.float32, relaxed=True)
+    save(model, tmp_path / "m.pt")
+    loaded = load(tmp_path / "m.pt", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in loaded.parameters())
+    graph = from_ase(crystal(), CUTOFF, dtype=torch.float64)
+    R = -torch.tensor([[0.36, 0.48, -0.8], [-0.8, 0.6, 0.0], [0.48, 0.64, 0.6]], dtype=torch.float64)
+    a = loaded(graph, compute_forces=True)
+    b = loaded(transform(graph, R), compute_forces=True)
+    assert float((a["energy"] - b["energy"]).abs().max()) < 1e-10
+    assert float((a["forces"] @ R.T - b["forces"]).abs().max()) < 1e-10
+
+
+def write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_bad_files_raise_clear_errors(tmp_path):
+    model = make(torch.float64)
+    good = tmp_path / "good.pt"
+    save(model, good)
+    blob = good.read_bytes()
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load(tmp_path / "missing.pt")
+    cases = {
+        "empty.pt": (b"", "empty file"),
+        "truncated.pt": (blob[: len(blob) // 2], "corrupt, truncated or foreign"),
+        "text.pt": (b"energy: 1.0\nforces: [0, 0, 0]\n", "corrupt, truncated or foreign"),
+        "noise.pt": (bytes(range(256)) * 8, "corrupt, truncated or foreign"),
+    }
+    for name, (data, message) in cases.items():
+        path = write_bytes(tmp_path / name, data)
+        with pytest.raises(ValueError, match=message) as info:
+            load(path)
+        assert name in str(info.value)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3), "epoch": 1}, foreign)
+    with pytest.raises(ValueError, match="foreign.pt: not a relaxed_e3nn model"):
+        load(foreign)
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="state.pt: not a relaxed_e3nn model"):
+        load(tmp_path / "state.pt")
+    torch.save({"model": model_to_dict(model), "optimizer": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="training checkpoint"):
+        load(tmp_path / "checkpoint.pt")
+
+    payload = model_to_dict(model)
+    newer = dict(payload, format_version=FORMAT_VERSION + 1)
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match=f"newer.pt: written with model format version {FORMAT_VERSION + 1}"):
+        load(tmp_path / "newer.pt")
+    bad_config = dict(payload, config={**payload["config"], "num_layers": "two"})
+    torch.save(bad_config, tmp_path / "bad_config.pt")
+    with pytest.raises(ValueError, match="bad_config.pt: invalid model config.*num_layers"):
+        load(tmp_path / "bad_config.pt")
+    wrong_weights = dict(payload, config={**payload["config"], "radial_neurons": 7})
+    torch.save(wrong_weights, tmp_path / "wrong_weights.pt")
+    with pytest.raises(ValueError, match="wrong_weights.pt: weights do not match the model config"):
+        load(tmp_path / "wrong_weights.pt")
+    missing = {k: v for k, v in payload.items() if k != "state_dict"}
+    with pytest.raises(ValueError, match="missing entries.*state_dict"):
+        model_from_dict(missing)
+    with pytest.raises(ValueError, match="expected a dict"):
+        model_from_dict([1, 2])
+    with pytest.raises(TypeError, match="RelaxedNetwork"):
+        model_to_dict(torch.nn.Linear(2, 2))
+
+
+def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
+    model = make(torch.float64)
+    path = tmp_path / "model.pt"
+    save(model, path)
+    before = path.read_bytes()
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save(model, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.pt"]

@@ -1,0 +1,229 @@
+"""residual_group: the largest point group leaving relaxed weights invariant."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+
+from relaxed_e3nn.groups import point_group
+from relaxed_e3nn.symmetry import find_residual_symmetry, residual_group, symmetry_errors
+from relaxed_e3nn.symmetry._wigner import apply_D, blocks_of, wigner_D
+
+# 2 copies of every irrep 0e .. 6o
+IRREPS = o3.Irreps("+".join(f"2x{l}{p}" for l in range(7) for p in ("e", "o")))
+TOL = 1e-3
+
+FINITE = (
+    ["C1", "Ci", "Cs"]
+    + [f"C{n}" for n in range(2, 7)]
+    + [f"C{n}v" for n in range(2, 7)]
+    + [f"C{n}h" for n in range(2, 7)]
+    + ["S4", "S6", "S8", "S10", "S12"]
+    + [f"D{n}" for n in range(2, 7)]
+    + [f"D{n}h" for n in range(2, 7)]
+    + [f"D{n}d" for n in range(2, 7)]
+    + ["T", "Td", "Th", "O", "Oh", "I", "Ih"]
+)
+CONTINUOUS = ["Cinf", "Cinfv", "Cinfh", "Dinf", "Dinfh", "SO3", "O3"]
+
+
+def same_elements(a, b, tol):
+    """Two finite groups have the same element sets (entrywise within ``tol``)."""
+    ea, eb = a.elements.numpy(), b.elements.numpy()
+    if len(ea) != len(eb):
+        return False
+    d = np.abs(ea[:, None] - eb[None]).reshape(len(ea), len(eb), 9).max(-1)
+    return bool((d.min(1) <= tol).all() and (d.min(0) <= tol).all())
+
+
+def reynolds(group, irreps):
+    """Independent Reynolds operator: mean of e3nn's D(h) over the group's elements."""
+    return irreps.D_from_matrix(group.elements).mean(0)
+
+
+def non_scalar_mask(irreps):
+    return torch.cat([torch.full((mul * ir.dim,), ir != o3.Irrep("0e")) for mul, ir in irreps])
+
+
+def invariant_theta(group, generator, irreps=IRREPS):
+    P = group.invariant_projector(irreps, dtype=torch.float64)
+    return P @ torch.randn(irreps.dim, generator=generator, dtype=torch.float64)
+
+
+def add_noise(theta, relative, generator, irreps=IRREPS):
+    mask = non_scalar_mask(irreps)
+    noise = torch.randn(irreps.dim, generator=generator, dtype=torch.float64) * mask
+    scale = theta[mask].norm()
+    return theta + noise / noise.norm() * relative * scale
+
+
+def test_wigner_matches_e3nn():
+    R = o3.rand_matrix(20, dtype=torch.float64)
+    for l in range(9):
+        ref = o3.Irrep(l, 1).D_from_matrix(R).numpy()
+        assert np.abs(wigner_D(l, R.numpy()) - ref).max() < 1e-12
+    g = R * torch.tensor([1.0, -1.0] * 10, dtype=torch.float64)[:, None, None]
+    theta = torch.randn(IRREPS.dim, dtype=torch.float64)
+    ref = torch.einsum("nij,j->ni", IRREPS.D_from_matrix(g), theta).numpy()
+    moved = apply_D(blocks_of(IRREPS, theta.numpy()), g.numpy())
+    # reassemble the merged blocks in IRREPS order (IRREPS is already sorted and merged)
+    flat = np.concatenate([m.reshape(len(g), -1) for m in moved], 1)
+    order = sorted(range(len(IRREPS)), key=lambda i: (IRREPS[i].ir.l, IRREPS[i].ir.p))
+    ref_blocks = [ref[:, IRREPS.slices()[i]] for i in order]
+    assert np.abs(flat - np.concatenate(ref_blocks, 1)).max() < 1e-12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FINITE)
+def test_finite_groups_recovered_exactly(name):
+    gen = torch.Generator().manual_seed(hash(name) % 1000)
+    frame = o3.rand_matrix(dtype=torch.float64)
+    H = point_group(name, frame=frame)
+    # the catalogue's projector agrees with an independent average over the elements
+    assert torch.allclose(H.invariant_projector(IRREPS, dtype=torch.float64), reynolds(H, IRREPS), atol=1e-12)
+    theta = invariant_theta(H, gen)
+    # noise well below the tolerance does not change the answer
+    noisy = add_noise(theta, 0.1 * TOL, gen)
+    for t, elem_tol in ((theta, 1e-8), (noisy, 1e-3)):
+        found = residual_group(t, IRREPS, tol=TOL)
+        assert found.schoenflies == H.schoenflies
+        assert same_elements(found, H, elem_tol), (name, found)
+        assert (symmetry_errors(t, IRREPS, found) <= TOL).all()
+
+
+@pytest.mark.parametrize("name", ["C4v", "D3d", "Oh"])
+def test_noise_above_tolerance_breaks_everything(name):
+    gen = torch.Generator().manual_seed(3)
+    H = point_group(name, frame=o3.rand_matrix(dtype=torch.float64))
+    theta = add_noise(invariant_theta(H, gen), 10 * TOL, gen)
+    assert residual_group(theta, IRREPS, tol=TOL).schoenflies == "C1"
+    # a looser tolerance accepts that noise again
+    assert same_elements(residual_group(theta, IRREPS, tol=50 * TOL), H, 0.05)
+
+
+def test_breaking_above_tolerance_gives_the_subgroup():
+    """A C2v-invariant but C4v-breaking part of 10 tol lowers C4v to C2v (same frame)."""
+    gen = torch.Generator().manual_seed(4)
+    frame = o3.rand_matrix(dtype=torch.float64)
+    c4v, c2v = point_group("C4v", frame=frame), point_group("C2v", frame=frame)
+    theta = invariant_theta(c4v, gen)
+    extra = invariant_theta(c2v, gen) - c4v.invariant_projector(IRREPS, dtype=torch.float64) @ invariant_theta(c2v, gen)
+    mask = non_scalar_mask(IRREPS)
+    theta_small = theta + extra / extra.norm() * 0.1 * TOL * theta[mask].norm()
+    theta_big = theta + extra / extra.norm() * 10 * TOL * theta[mask].norm()
+    assert same_elements(residual_group(theta_small, IRREPS, tol=TOL), c4v, 1e-3)
+    assert same_elements(residual_group(theta_big, IRREPS, tol=TOL), c2v, 1e-3)
+
+
+@pytest.mark.parametrize("name", CONTINUOUS)
+def test_continuous_groups_from_projector(name):
+    gen = torch.Generator().manual_seed(5)
+    H = point_group(name, frame=o3.rand_matrix(dtype=torch.float64))
+    theta = invariant_theta(H, gen)
+    found = residual_group(theta, IRREPS, tol=TOL)
+    assert found.schoenflies == name
+    assert found == H
+
+
+def test_continuous_groups_from_simple_weights():
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    y2z = o3.spherical_harmonics(2, z, normalize=True)
+    cases = [
+        ("0e+1o", torch.cat([torch.ones(1, dtype=torch.float64), z]), "Cinfv"),
+        ("0e+1e", torch.cat([torch.ones(1, dtype=torch.float64), z]), "Cinfh"),
+        ("0e+2e", torch.cat([torch.ones(1, dtype=torch.float64), y2z]), "Dinfh"),
+        ("0e+0o", torch.tensor([1.0, 0.3], dtype=torch.float64), "SO3"),
+        ("2x0e+1o", torch.tensor([1.0, -2.0, 0.0, 0.0, 0.0], dtype=torch.float64), "O3"),
+    ]
+    for irreps, theta, name in cases:
+        found = residual_group(theta, irreps)
+        assert found.schoenflies == name, (irreps, found)
+        if not found.schoenflies.endswith("3"):
+            assert abs(abs(float(found.frame[:, 2] @ z)) - 1) < 1e-12
+
+
+def test_generic_theta_is_c1(dtype):
+    theta = torch.randn(IRREPS.dim)
+    assert residual_group(theta, IRREPS).schoenflies == "C1"
+
+
+def cubic_harmonic_theta(dtype):
+    """theta in 4e with theta . Y4(r) = x^4 + y^4 + z^4 - 3/5 (least squares, no group code)."""
+    r = torch.randn(200, 3, dtype=torch.float64)
+    r = r / r.norm(dim=1, keepdim=True)
+    f = (r**4).sum(1) - 0.6
+    Y = o3.spherical_harmonics(4, r, normalize=True)
+    theta = torch.linalg.lstsq(Y, f[:, None]).solution[:, 0]
+    assert (Y @ theta - f).abs().max() < 1e-12  # it really is a pure l=4 function
+    return theta.to(dtype)
+
+
+def test_cubic_harmonic_is_oh(dtype):
+    theta = cubic_harmonic_theta(dtype)
+    found = residual_group(theta, "4e")
+    assert same_elements(found, point_group("Oh"), 1e-5)
+    # the resolution statement: l = 4 resolves axis orders up to 4
+    assert find_residual_symmetry(theta, "4e").resolution == 4
+
+
+def test_frame_independence(dtype):
+    gen = torch.Generator().manual_seed(6)
+    H = point_group("D3h", frame=o3.rand_matrix(dtype=torch.float64))
+    theta = invariant_theta(H, gen)
+    base = residual_group(theta.to(dtype), IRREPS)
+    for _ in range(3):
+        R = o3.rand_matrix(dtype=torch.float64)
+        if _ % 2:
+            R = -R  # improper change of frame
+        moved = (IRREPS.D_from_matrix(R) @ theta).to(dtype)
+        found = residual_group(moved, IRREPS)
+        expected = R @ base.elements @ R.T
+        d = (found.elements[:, None] - expected[None]).abs().flatten(2).max(-1).values
+        assert found.order == base.order and (d.min(1).values < 1e-4).all()
+
+
+def test_within_intersections():
+    v111 = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    res = find_residual_symmetry(v111, "1o", within="Oh")
+    assert res.unrestricted.schoenflies == "Cinfv"
+    assert res.group.schoenflies == "C3v"
+    assert abs(abs(float(res.group.frame[:, 2] @ v111)) / math.sqrt(3) - 1) < 1e-12
+    assert res.chain() == "Oh -> C3v"
+    # a continuous parent: the cubic harmonic inside Cinfv about z is C4v
+    theta = cubic_harmonic_theta(torch.float64)
+    assert same_elements(residual_group(theta, "4e", within="Cinfv"), point_group("C4v"), 1e-8)
+    # a parent that theta breaks completely
+    assert residual_group(torch.randn(IRREPS.dim, dtype=torch.float64), IRREPS, within="Oh").schoenflies == "C1"
+
+
+def test_model_and_list_inputs_intersect_layers():
+    from relaxed_e3nn.nn import RelaxedWeights
+
+    model = torch.nn.ModuleDict({"a": RelaxedWeights("0e+1o"), "b": RelaxedWeights("0e+2e")})
+    with torch.no_grad():
+        model["a"].theta[1:] = torch.tensor([0.0, 0.0, 1.0])  # Cinfv about z
+        model["b"].theta[1:] = o3.spherical_harmonics(2, torch.tensor([1.0, 0.0, 0.0]), normalize=True)  # Dinfh about x
+    found = residual_group(model)
+    # Cinfv(z) and Dinfh(x): mirrors xz and yz, C2 about z -> C2v about z
+    assert found.schoenflies == "C2v"
+    assert abs(abs(float(found.frame[:, 2, ] @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))) - 1) < 1e-9
+    pairs = [(ir, p.detach()) for _, ir, p in __import__("relaxed_e3nn.nn", fromlist=["x"]).relaxed_parameters(model)]
+    assert residual_group(pairs) == found
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="irreps"):
+        residual_group(torch.zeros(4))
+    with pytest.raises(ValueError, match="dimension"):
+        residual_group(torch.zeros(5), "0e+1o")
+    with pytest.raises(ValueError, match="NaN"):
+        residual_group(torch.tensor([1.0, float("nan"), 0, 0]), "0e+1o")
+    with pytest.raises(ValueError, match="tol"):
+        residual_group(torch.zeros(4), "0e+1o", tol=0.0)
+    with pytest.raises(TypeError, match="theta"):
+        residual_group("0e+1o")
+    with pytest.raises(ValueError, match="unknown point group"):
+        residual_group(torch.zeros(4), "0e+1o", within="Q7")
+    with pytest.raises(ValueError, match="RelaxedWeights"):
+        residual_group(torch.nn.Linear(2, 2))
