@@ -12,6 +12,7 @@ Run: ``python examples/train_crystals.py [--epochs 40] [--out runs/crystals]`` (
 on one CPU core; ``--quick`` for a smoke run).
 """
 import argparse
+import shutil
 import json
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def main():
     }
     with open(out / "train_crystals.yaml", "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
+    shutil.rmtree(out / "run", ignore_errors=True)  # the example starts afresh each time
     start = time.perf_counter()
     result = train(config)
     print(f"training: {time.perf_counter() - start:.1f} s, best epoch {result.best_epoch}")

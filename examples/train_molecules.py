@@ -10,6 +10,7 @@ Run: ``python examples/train_molecules.py [--epochs 40] [--out runs/molecules]``
 minutes on one CPU core; ``--quick`` for a smoke run).
 """
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -19,12 +20,11 @@ import yaml
 from ase.cluster import Icosahedron
 from ase.calculators.emt import EMT
 from ase.md.verlet import VelocityVerlet
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase import units
 
 import relaxed_e3nn
 from relaxed_e3nn.train import evaluate, train
-from relaxed_e3nn.train._inference import graphs_for_model
+from relaxed_e3nn.train import graphs_for_model
 
 
 def md_snapshots(n_frames: int, seed: int):
@@ -40,7 +40,8 @@ def md_snapshots(n_frames: int, seed: int):
         cluster.numbers = numbers
         cluster.center(vacuum=5.0)
         cluster.calc = EMT()
-        MaxwellBoltzmannDistribution(cluster, temperature_K=600, rng=rng)
+        masses = cluster.get_masses()[:, None]  # Maxwell-Boltzmann momenta at 600 K
+        cluster.set_momenta(rng.normal(size=(len(cluster), 3)) * np.sqrt(masses * units.kB * 600))
         dynamics = VelocityVerlet(cluster, timestep=2 * units.fs)
         for _ in range(5):
             dynamics.run(10)
@@ -87,6 +88,7 @@ def main():
     }
     with open(out / "train_molecules.yaml", "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
+    shutil.rmtree(out / "run", ignore_errors=True)  # the example starts afresh each time
     start = time.perf_counter()
     result = train(config)
     print(f"training: {time.perf_counter() - start:.1f} s, best epoch {result.best_epoch}")

@@ -29,25 +29,6 @@ class RelaxedCalculator(Calculator):
     :math:`\varepsilon` (eV/Å³, ASE's sign and Voigt order ``xx, yy, zz, yz, xz, xy``); the
     stress is only available for structures with a periodic direction and a cell of non-zero volume.
 
-    Consequences of a relaxed (symmetry-breaking) model
-    ----------------------------------------------------
-    A model whose learned :math:`\theta` breaks rotational symmetry has an energy that depends on
-    the orientation of the structure in space:
-
-    * the energy is still a function of the positions only, so forces are conservative and
-      NVE dynamics conserve the total energy; the model is still invariant under translations,
-      so the total force vanishes and linear momentum is conserved;
-    * the forces exert a net **torque** :math:`\sum_i \mathbf{x}_i \times \mathbf{F}_i \neq 0`,
-      so **angular momentum is not conserved** (a free cluster starts to spin), and the energy
-      of a structure changes when the structure is rotated;
-    * the virial :math:`-\sum_i \mathbf{x}_i \otimes \mathbf{F}_i` need not be symmetric: its
-      antisymmetric part is that torque density. The reported stress is the derivative with respect
-      to a *symmetric* strain, i.e. the symmetric part only (the 6-component Voigt form cannot
-      hold more); the rotational part of the response is not represented.
-
-    A strictly equivariant model (``config.relaxed = False``, or a relaxed one at
-    :math:`\theta_\mathrm{breaking} = 0`) has none of these effects.
-
     Parameters
     ----------
     path_or_model : str, os.PathLike or RelaxedNetwork
@@ -66,6 +47,26 @@ class RelaxedCalculator(Calculator):
     ValueError
         For a model that is not an energy model, or (at evaluation) for atoms of species the
         model was not trained on.
+
+    Notes
+    -----
+    **Consequences of a relaxed (symmetry-breaking) model.** A model whose learned
+    :math:`\theta` breaks rotational symmetry has an energy that depends on the orientation of
+    the structure in space:
+
+    * the energy is still a function of the positions only, so forces are conservative and
+      NVE dynamics conserve the total energy; the model is still invariant under translations,
+      so the total force vanishes and linear momentum is conserved;
+    * the forces exert a net **torque** :math:`\sum_i \mathbf{x}_i \times \mathbf{F}_i \neq 0`,
+      so **angular momentum is not conserved** (a free cluster starts to spin), and the energy
+      of a structure changes when the structure is rotated;
+    * the virial :math:`-\sum_i \mathbf{x}_i \otimes \mathbf{F}_i` need not be symmetric: its
+      antisymmetric part is that torque density. The reported stress is the derivative with respect
+      to a *symmetric* strain, i.e. the symmetric part only (the 6-component Voigt form cannot
+      hold more); the rotational part of the response is not represented.
+
+    A strictly equivariant model (``config.relaxed = False``, or a relaxed one at
+    :math:`\theta_\mathrm{breaking} = 0`) has none of these effects.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]

@@ -97,11 +97,12 @@ def _system(n, seed, dtype, scale=3.0):
     pos = (torch.randn(n, 3, generator=gen, dtype=torch.float64) * scale).to(dtype)
     vel = torch.randn(n, 3, generator=gen, dtype=torch.float64).to(dtype)
     attr = torch.randn(n, 2, generator=gen, dtype=torch.float64).to(dtype)
-    src, dst = fully_connected_batch(1, n)
+    src, dst, _ = fully_connected_batch(1, n)
     return pos, vel, attr, src, dst
 
 
 def _rel_err(a, b):
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
@@ -143,7 +144,7 @@ def test_group_elements_accepts_names_objects_tensors_and_generators():
         (torch.zeros(2, 3), ValueError, "shape"),
         (torch.full((1, 3, 3), float("nan")), ValueError, "finite"),
         ("C∞v", ValueError, "finite"),
-        ("not-a-group", ValueError, ""),
+        ("not-a-group", ValueError, "unknown point group"),
         (object(), TypeError, "group"),
     ],
 )
@@ -173,6 +174,7 @@ def test_layer_every_intermediate_is_exactly_equivariant(name, variant):
         ref = layer.edge_outputs(h, pos, vel, node_center, src, dst, edge_attr)
         ref_h, ref_pos = layer(h, pos, vel, node_center, src, dst, edge_attr)
         # the weights really are large enough to matter
+        ref = type(ref)(*(t.detach() for t in ref))
         assert float(ref.edge_vectors.abs().max()) > 1.0 and float(ref.node_vectors.abs().max()) > 1.0
         non_diagonal = 0
         for g in elements:
@@ -186,7 +188,9 @@ def test_layer_every_intermediate_is_exactly_equivariant(name, variant):
             new_h, new_pos = layer(h, gpos, gvel, node_center, src, dst, edge_attr)
             assert _rel_err(new_h, ref_h) < 1e-10
             assert _rel_err(new_pos, _act(g, ref_pos, center)) < 1e-10
-        assert non_diagonal >= len(elements) - 1  # random frame: non-trivial elements are not diagonal
+        # in a random frame every element other than +-1 is non-diagonal
+        scalar = sum(int((g - g[0, 0] * torch.eye(3)).abs().max() < 1e-12) for g in elements)
+        assert non_diagonal == len(elements) - scalar
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -273,7 +277,7 @@ def test_ranking_is_exact_and_continuous_on_mirror_planes():
         pos[0] = 0.0  # one particle at the centre (on every symmetry element)
         vel[0] = 0.0
         h = torch.randn(n, 10, generator=gen)
-        src, dst = fully_connected_batch(1, n)
+        src, dst, _ = fully_connected_batch(1, n)
         center = torch.zeros(n, 3)
         ref = layer.edge_outputs(h, pos, vel, center, src, dst)
         for g in elements:
@@ -303,7 +307,7 @@ def test_degenerate_inputs_stay_exact(variant):
         group = point_group("Oh")
         model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
         _scale_up(model, readout=3.0)
-        src, dst = fully_connected_batch(1, 4)
+        src, dst, _ = fully_connected_batch(1, 4)
         attr = torch.tensor([[1.0], [-1.0], [1.0], [0.5]])
         cases = [
             (torch.zeros(4, 3), torch.zeros(4, 3)),
@@ -361,12 +365,12 @@ def test_batched_systems_with_per_system_centres(dtype):
 def test_fused_orbit_kernel_matches_unfused_and_gradcheck(monkeypatch):
     torch.set_default_dtype(torch.float64)
     try:
-        monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 20)  # force several chunks
+        monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 24)  # force several chunks (2 rows each)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(9, 12, generator=gen, requires_grad=True)
-        w = torch.randn(4, 12, 5, generator=gen, requires_grad=True)
-        u = torch.randn(9, 5, generator=gen, requires_grad=True)
-        t = torch.randn(4, 5, 6, generator=gen, requires_grad=True)
+        x = torch.randn(5, 6, generator=gen, requires_grad=True)
+        w = torch.randn(3, 6, 4, generator=gen, requires_grad=True)
+        u = torch.randn(5, 4, generator=gen, requires_grad=True)
+        t = torch.randn(3, 4, 2, generator=gen, requires_grad=True)
         assert torch.autograd.gradcheck(orbit_sum_and_readout, (x, w, u, t))
 
         def unfused(x, w, u, t):
@@ -375,7 +379,7 @@ def test_fused_orbit_kernel_matches_unfused_and_gradcheck(monkeypatch):
 
         for a, b in zip(orbit_sum_and_readout(x, w, u, t), unfused(x, w, u, t)):
             assert torch.allclose(a, b, atol=1e-12)
-        seed_grads = [torch.randn(9, 5, generator=gen), torch.randn(9, 6, generator=gen)]
+        seed_grads = [torch.randn(5, 4, generator=gen), torch.randn(5, 2, generator=gen)]
         ga = torch.autograd.grad(orbit_sum_and_readout(x, w, u, t), (x, w, u, t), seed_grads)
         gb = torch.autograd.grad(unfused(x, w, u, t), (x, w, u, t), seed_grads)
         for a, b in zip(ga, gb):

@@ -85,7 +85,7 @@ def sn(n):
 
 
 def reference_generators(name):
-    """Generators written out per DESIGN §6, independently of the package."""
+    """Generators of the documented standard frames, written out independently of the package."""
     c3 = rot((1, 1, 1), 2 * math.pi / 3)
     t = [rot(Z, math.pi), C2X, c3]
     o = [cn(4), rot(X, math.pi / 2), c3]
@@ -163,7 +163,7 @@ def test_element_classes_hand_counted(name, counts):
 
 
 def test_frame_conventions():
-    """Spot checks of DESIGN §6 in the standard frame."""
+    """Spot checks of the documented standard frames."""
     assert point_group("C4v").contains(SIGMA_V) and point_group("C4v").contains(mirror(X))
     assert point_group("D3").contains(C2X) and not point_group("D3").contains(rot((0, 1, 0), math.pi))
     assert point_group("D3h").contains(SIGMA_H) and point_group("Cs").contains(SIGMA_H)

@@ -215,3 +215,39 @@ def test_describe_element_axis_and_errors():
         describe_element(np.diag([1.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match="single"):
         describe_element(np.stack([np.eye(3)] * 2))
+
+
+def test_frame_from_axes_and_rotated():
+    from relaxed_e3nn.groups import frame_from_axes
+
+    F = frame_from_axes(torch.tensor([0.0, 2.0, 0.0]), [1.0, 1.0, 0.0])
+    assert F.dtype == torch.float64 and abs(torch.det(F).item() - 1) < 1e-12
+    assert torch.allclose(F.T @ F, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(F[:, 2], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(F[:, 0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    G = frame_from_axes([1.0, 1.0, 1.0])
+    assert abs(G[:, 0] @ G[:, 2]) < 1e-12
+    c3v = point_group("C3v", frame_from_axes([1.0, 1.0, 1.0], [-1.0, -1.0, 2.0]))
+    assert c3v.is_subgroup_of(point_group("Oh"))
+    with pytest.raises(ValueError, match="parallel"):
+        frame_from_axes([0, 0, 1.0], [0, 0, -3.0])
+    with pytest.raises(ValueError, match="principal"):
+        frame_from_axes([0, 0, 0])
+    with pytest.raises(ValueError, match="secondary"):
+        frame_from_axes([0, 0, 1.0], [1.0, np.nan, 0])
+    rng = np.random.default_rng(7)
+    R = Rotation.random(random_state=rng).as_matrix()
+    assert point_group("D3d").rotated(R) == point_group("D3d", R)
+    assert point_group("Cinfh").rotated(R) == point_group("Cinfh", R)
+    assert point_group("D3d").rotated(R) != point_group("D3d")
+
+
+def test_docstring_examples():
+    import doctest
+
+    import relaxed_e3nn.groups as groups
+    from relaxed_e3nn.groups import _elements, _point_group
+
+    for module in (groups, _elements, _point_group):
+        result = doctest.testmod(module, verbose=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -167,3 +167,15 @@ def test_projector_cache_returns_fresh_tensors():
     first.zero_()
     again = g.invariant_projector("2e+4e", dtype=torch.float64)
     assert again.abs().max() > 0.1
+
+
+def test_D_from_matrix_is_float64_accurate_under_any_default_dtype(dtype):
+    from relaxed_e3nn.groups import D_from_matrix
+
+    irreps = o3.Irreps("1o+2e+4e+6o")
+    R = o3.rand_matrix(4, dtype=torch.float64)
+    D = D_from_matrix(irreps, R)
+    assert D.dtype == torch.float64
+    D2 = D_from_matrix(irreps, R @ R)
+    assert (D2 - D @ D).abs().max() < 1e-12
+    assert (D[:, :3, :3] - R).abs().max() < 1e-15  # the l=1 block is R itself

@@ -139,3 +139,13 @@ def test_slightly_distorted_crystal_within_symprec():
     R = loose.elements
     assert (R @ R.transpose(1, 2) - torch.eye(3, dtype=R.dtype)).abs().max() < 1e-12  # exact elements
     assert point_group_of(atoms, symprec=1e-5).schoenflies == "C1"
+
+
+def test_slab_with_vacuum_uses_its_periodic_stacking():
+    from ase.build import fcc111
+
+    slab = fcc111("Cu", (1, 1, 3), vacuum=8.0)  # pbc = (True, True, False), symmetric slab
+    pg = point_group_of(slab)
+    assert pg.schoenflies == "D3d"
+    assert abs(abs(pg.principal_axis[2].item()) - 1) < 1e-9
+    assert all(maps_crystal_onto_itself(slab, R) for R in pg.elements.numpy())

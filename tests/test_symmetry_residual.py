@@ -38,8 +38,13 @@ def same_elements(a, b, tol):
 
 
 def reynolds(group, irreps):
-    """Independent Reynolds operator: mean of e3nn's D(h) over the group's elements."""
-    return irreps.D_from_matrix(group.elements).mean(0)
+    """Independent Reynolds operator: mean of e3nn's D(h) over the group's elements (float64)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return irreps.D_from_matrix(group.elements).mean(0)
+    finally:
+        torch.set_default_dtype(old)
 
 
 def non_scalar_mask(irreps):
@@ -58,7 +63,16 @@ def add_noise(theta, relative, generator, irreps=IRREPS):
     return theta + noise / noise.norm() * relative * scale
 
 
-def test_wigner_matches_e3nn():
+@pytest.fixture
+def float64_default():
+    """e3nn builds its Wigner generators in the default dtype: compare in float64."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def test_wigner_matches_e3nn(float64_default):
     R = o3.rand_matrix(20, dtype=torch.float64)
     for l in range(9):
         ref = o3.Irrep(l, 1).D_from_matrix(R).numpy()

@@ -68,7 +68,9 @@ def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
                 f"collate: graph {index} was built with cutoff {graph.cutoff}, graph 0 with {first.cutoff}"
             )
         if graph.pos.dtype != first.pos.dtype:
-            raise ValueError(f"collate: graph {index} has positions of dtype {graph.pos.dtype}, graph 0 {first.pos.dtype}")
+            raise ValueError(
+                f"collate: graph {index} has positions of dtype {graph.pos.dtype}, graph 0 {first.pos.dtype}"
+            )
 
     node_offsets: List[int] = []
     graph_offsets: List[int] = []

@@ -258,8 +258,12 @@ def from_ase(
     if not isinstance(atoms, Atoms):
         raise TypeError(f"from_ase: atoms must be an ase.Atoms, got {type(atoms).__name__}")
     where = _where(structure_index)
-    features = {name: _atom_array(atoms, name, "node_features", where) for name in _names(node_features, "node_features")}
-    targets = {name: _atom_array(atoms, name, "node_targets", where) for name in _names(node_targets, "node_targets")}
+    features = {
+        name: _atom_array(atoms, name, "node_features", where) for name in _names(node_features, "node_features")
+    }
+    targets = {
+        name: _atom_array(atoms, name, "node_targets", where) for name in _names(node_targets, "node_targets")
+    }
     graph = {}
     for name in _names(graph_targets, "graph_targets"):
         if name not in atoms.info:
@@ -358,7 +362,9 @@ def from_pymatgen(
     graph = {}
     for name in _names(graph_targets, "graph_targets"):
         if name not in properties:
-            raise ValueError(f"graph_targets: {name!r} is missing from structure.properties; it has {sorted(properties)}")
+            raise ValueError(
+                f"graph_targets: {name!r} is missing from structure.properties; it has {sorted(properties)}"
+            )
         graph[name] = np.asarray(properties[name])
 
     numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)

@@ -61,7 +61,7 @@ import torch
 
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.discrete._group_elements import group_elements
-from relaxed_e3nn.discrete._orbit import orbit_sum_and_readout
+from relaxed_e3nn.discrete._orbit import centrosymmetric_orbit_sum_and_readout, orbit_sum_and_readout
 
 __all__ = ["PointGroupMessagePassing", "EdgeOutputs"]
 
@@ -79,6 +79,16 @@ class EdgeOutputs(NamedTuple):
     messages: torch.Tensor
     edge_vectors: torch.Tensor
     node_vectors: torch.Tensor
+
+
+def _inversion_pairs(elements: torch.Tensor) -> Optional[torch.Tensor]:
+    """Indices of one element of each pair ``{h, -h}``, or None if the inversion is not in G."""
+    flat = elements.reshape(-1, 9)
+    partner = ((flat[:, None] + flat[None]).abs().amax(-1) < 1e-6).float().argmax(1)
+    if not bool(((flat + flat[partner]).abs().amax(-1) < 1e-6).all()):
+        return None
+    keep = [i for i in range(len(flat)) if i < int(partner[i])]
+    return torch.tensor(keep, dtype=torch.long)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, last_activation: bool = False) -> torch.nn.Sequential:
@@ -134,6 +144,9 @@ class PointGroupMessagePassing(torch.nn.Module):
             raise ValueError(f"edge_attr_dim must be >= 0, got {edge_attr_dim!r}")
         elements = group_elements(group)
         self.register_buffer("elements", elements.to(torch.get_default_dtype()))
+        # one element of each pair {h, -h} when the inversion is in G (halves the orbit's matmuls)
+        half = _inversion_pairs(elements)
+        self.register_buffer("_pair_representatives", half if half is not None else torch.zeros(0, dtype=torch.long))
         self.hidden = int(hidden)
         self.edge_attr_dim = int(edge_attr_dim)
         self.orbit_width = int(orbit_width or hidden)
@@ -200,7 +213,14 @@ class PointGroupMessagePassing(torch.nn.Module):
         """
         m = tuples.shape[0]
         transported = self._transported_readout(readout)
-        if not pool or self.variant == "pooling":
+        if (not pool or self.variant == "pooling") and self._pair_representatives.numel():
+            index = self._pair_representatives
+            weight_g = self._composed_weight(weight)
+            summed, per_channel = centrosymmetric_orbit_sum_and_readout(
+                tuples.reshape(m, -1), weight_g[index], shift, transported[index]
+            )
+            embedding = summed / self.group_order if self.reduce == "mean" else summed
+        elif not pool or self.variant == "pooling":
             summed, per_channel = orbit_sum_and_readout(
                 tuples.reshape(m, -1), self._composed_weight(weight), shift, transported
             )

@@ -18,7 +18,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["orbit_sum_and_readout"]
+__all__ = ["orbit_sum_and_readout", "centrosymmetric_orbit_sum_and_readout"]
 
 # about 1 MiB of float32 per chunk of per-element features
 _CHUNK_ELEMENTS = 1 << 18
@@ -109,4 +109,98 @@ def orbit_sum_and_readout(
     """
     return _OrbitSumAndReadout.apply(
         tuples.contiguous(), weight_g.contiguous(), shift.contiguous(), transported.contiguous()
+    )
+
+
+class _CentrosymmetricOrbit(torch.autograd.Function):
+    """Same sums for a group containing the inversion, given only one of each pair ``{h, -h}``.
+
+    With :math:`a_h = X W h`, the pair's pre-activations are :math:`u \\pm a_h` and its transported
+    readouts :math:`\\pm T_h`, so half the matrix products cover the whole orbit.
+    """
+
+    @staticmethod
+    def forward(ctx, tuples, weight_h, shift, transported_h):
+        half, k3, width = weight_h.shape
+        rows = tuples.shape[0]
+        pooled = tuples.new_empty(rows, width)
+        readout = tuples.new_empty(rows, transported_h.shape[2])
+        step = _chunk_rows(2 * half * width)
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            m = stop - start
+            a = torch.bmm(tuples[start:stop].unsqueeze(0).expand(half, m, k3), weight_h)
+            u = shift[start:stop].unsqueeze(0)
+            plus = torch.add(u, a).relu_()
+            minus = torch.sub(u, a).relu_()
+            torch.add(plus.sum(0), minus.sum(0), out=pooled[start:stop])
+            torch.sum(torch.bmm(plus.sub_(minus), transported_h), dim=0, out=readout[start:stop])
+        ctx.save_for_backward(tuples, weight_h, shift, transported_h)
+        return pooled, readout
+
+    @staticmethod
+    def backward(ctx, grad_pooled, grad_readout):
+        tuples, weight_h, shift, transported_h = ctx.saved_tensors
+        half, k3, width = weight_h.shape
+        rows, channels = tuples.shape[0], transported_h.shape[2]
+        need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
+        grad_tuples = torch.empty_like(tuples) if need_tuples else None
+        grad_weight = torch.zeros_like(weight_h) if need_weight else None
+        grad_shift = torch.empty_like(shift) if need_shift else None
+        grad_transported = torch.zeros_like(transported_h) if need_transported else None
+        if grad_pooled is None:
+            grad_pooled = shift.new_zeros(rows, width)
+        if grad_readout is None:
+            grad_readout = shift.new_zeros(rows, channels)
+        transported_t = transported_h.transpose(1, 2)
+        weight_t = weight_h.transpose(1, 2)
+        step = _chunk_rows(2 * half * width)
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            m = stop - start
+            x = tuples[start:stop].unsqueeze(0).expand(half, m, k3)
+            a = torch.bmm(x, weight_h)
+            u = shift[start:stop].unsqueeze(0)
+            plus = torch.add(u, a).relu_()
+            minus = torch.sub(u, a).relu_()
+            g_read = grad_readout[start:stop].unsqueeze(0).expand(half, m, channels)
+            if need_transported:
+                grad_transported.baddbmm_((plus - minus).transpose(1, 2), g_read)
+            q = torch.bmm(g_read, transported_t)
+            g_pool = grad_pooled[start:stop].unsqueeze(0)
+            grad_plus = torch.ops.aten.threshold_backward(torch.add(g_pool, q), plus, 0)
+            grad_minus = torch.ops.aten.threshold_backward(torch.sub(g_pool, q), minus, 0)
+            if need_shift:
+                torch.add(grad_plus.sum(0), grad_minus.sum(0), out=grad_shift[start:stop])
+            grad_a = grad_plus.sub_(grad_minus)
+            if need_tuples:
+                torch.sum(torch.bmm(grad_a, weight_t), dim=0, out=grad_tuples[start:stop])
+            if need_weight:
+                grad_weight.baddbmm_(x.transpose(1, 2), grad_a)
+        return grad_tuples, grad_weight, grad_shift, grad_transported
+
+
+def centrosymmetric_orbit_sum_and_readout(
+    tuples: torch.Tensor, weight_h: torch.Tensor, shift: torch.Tensor, transported_h: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`orbit_sum_and_readout` for a group ``G = H u (-H)``, given the weights of ``H`` only.
+
+    Parameters
+    ----------
+    tuples : torch.Tensor
+        ``(M, k3)`` flattened geometric tuples.
+    weight_h : torch.Tensor
+        ``(|G|/2, k3, K)`` first-layer weights composed with one element of each pair ``{h, -h}``.
+    shift : torch.Tensor
+        ``(M, K)`` g-independent pre-activation.
+    transported_h : torch.Tensor
+        ``(|G|/2, K, R)`` transported readout of the same elements (that of ``-h`` is its negative).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``(M, K)`` sum over the whole orbit and ``(M, R)`` readout.
+    """
+    return _CentrosymmetricOrbit.apply(
+        tuples.contiguous(), weight_h.contiguous(), shift.contiguous(), transported_h.contiguous()
     )

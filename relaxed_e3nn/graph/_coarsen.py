@@ -94,7 +94,9 @@ def _grid_blocks(k: int, shape: Tuple[int, int]) -> Tuple[int, int]:
     return best[1], best[2]
 
 
-def coarsen(graph, k: int, method: str = "spectral", grid_shape: Optional[Sequence[int]] = None, seed: int = 0) -> np.ndarray:
+def coarsen(
+    graph, k: int, method: str = "spectral", grid_shape: Optional[Sequence[int]] = None, seed: int = 0
+) -> np.ndarray:
     r"""Partition the nodes of a fixed graph into ``k`` clusters.
 
     The clusters define the symmetry group :math:`S_{c_1} \times \dots \times S_{c_k}` of

@@ -37,7 +37,9 @@ def project(weight: torch.Tensor, clusters) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"project: weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() < 2 or weight.shape[-2:] != (n, n):
-        raise ValueError(f"project: weight must have shape [..., {n}, {n}] for {n} clusters labels, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"project: weight must have shape [..., {n}, {n}] for {n} cluster labels, got {tuple(weight.shape)}"
+        )
     dtype, device = weight.dtype, weight.device
     one_hot = torch.zeros(n, k, dtype=dtype, device=device)
     one_hot[torch.arange(n), torch.as_tensor(labels)] = 1.0

@@ -1,13 +1,24 @@
 """Point groups as data: finite and continuous subgroups of O(3) as 3x3 matrices.
 
 A :class:`PointGroup` knows its Schoenflies and Hermann–Mauguin names, its frame (the rotation
-from the standard frame of DESIGN §6 to the user's axes), its elements (finite groups), exact
+from the standard frame to the user's axes), its elements (finite groups), exact
 membership for the continuous groups, subgroup relations, intersections, Haar sampling and the
 Reynolds projector onto the invariants of any e3nn representation.
 
 Constructors: :func:`point_group` (by name), :func:`point_group_from_elements`,
 :func:`point_group_from_generators` (closure and naming), :func:`point_group_of` (the symmetry
-of an ase / pymatgen structure). :func:`describe_element` classifies a single matrix.
+of an ase / pymatgen structure). Helpers: :func:`frame_from_axes` (a frame from a principal and
+a secondary direction), :func:`describe_element` (classify one matrix) and
+:func:`D_from_matrix` (float64-exact representation matrices in e3nn's basis).
+
+Examples
+--------
+>>> from relaxed_e3nn.groups import point_group
+>>> g = point_group("D4h")
+>>> g.order, g.hermann_mauguin
+(16, '4/mmm')
+>>> point_group("C4v").is_subgroup_of(point_group("Oh"))
+True
 """
 from ._catalogue import CONTINUOUS_GROUPS, MAX_AXIS_ORDER
 from ._elements import SymmetryElement, describe_element

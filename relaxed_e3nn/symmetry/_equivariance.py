@@ -6,6 +6,8 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from e3nn import o3
 
+from ._wigner import irreps_D
+
 __all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
 
 CARTESIAN = "cartesian_points"
@@ -13,7 +15,7 @@ CARTESIAN = "cartesian_points"
 
 @dataclass
 class BlockError:
-    """Error of one output irrep block.
+    r"""Error of one output irrep block.
 
     Attributes
     ----------
@@ -98,7 +100,7 @@ def _act(spec, g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
         return x @ g.to(x.dtype).T
     if x.shape[-1] != spec.dim:
         raise ValueError(f"{name} has last dimension {x.shape[-1]} but its irreps {spec} have dimension {spec.dim}")
-    D = spec.D_from_matrix(g.to(torch.float64)).to(dtype=x.dtype, device=x.device)
+    D = torch.as_tensor(irreps_D(spec, g.detach().to("cpu", torch.float64).numpy())[0]).to(dtype=x.dtype, device=x.device)
     return x @ D.T
 
 

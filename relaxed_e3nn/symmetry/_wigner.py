@@ -28,6 +28,7 @@ __all__ = [
     "rotation_about",
     "Block",
     "blocks_of",
+    "irreps_D",
 ]
 
 # rotation by +90 degrees about z: takes x to y
@@ -36,8 +37,20 @@ _R0 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 @functools.lru_cache(maxsize=None)
 def _J(l: int) -> np.ndarray:
-    R0 = torch.tensor(_R0, dtype=torch.float64)
-    return o3.Irrep(l, 1).D_from_matrix(R0).numpy().copy()
+    """``D^l(R_0)`` from ``Y_l(R_0 x) = D^l(R_0) Y_l(x)`` on random points, in float64.
+
+    (e3nn's ``D_from_matrix`` builds its generators in the default dtype, so it is only float32
+    accurate unless the default dtype is float64; the spherical harmonics are plain float64
+    polynomials.)
+    """
+    rng = np.random.default_rng(1234 + l)
+    x = torch.as_tensor(rng.normal(size=(4 * l + 8, 3)), dtype=torch.float64)
+    R0 = torch.as_tensor(_R0, dtype=torch.float64)
+    Y = o3.spherical_harmonics(l, x, normalize=True, normalization="component")
+    Y_rot = o3.spherical_harmonics(l, x @ R0.T, normalize=True, normalization="component")
+    # Y_rot = Y D^T  ->  D^T = lstsq(Y, Y_rot)
+    DT = torch.linalg.lstsq(Y, Y_rot).solution
+    return DT.T.numpy().copy()
 
 
 def rot_y(l: int, angle: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -168,4 +181,21 @@ def axis_frame_components(blocks: Sequence[Block], axes: np.ndarray) -> List[np.
         x = rot_y(b.l, -beta[:, None], x)
         x = x @ J
         out.append(x)
+    return out
+
+
+def irreps_D(irreps: o3.Irreps, g: np.ndarray) -> np.ndarray:
+    """Block-diagonal ``D(g)`` of ``irreps`` for a batch of orthogonal ``g`` [N,3,3] -> [N, dim, dim] (float64)."""
+    g = np.asarray(g, dtype=np.float64).reshape(-1, 3, 3)
+    det = np.sign(np.linalg.det(g))
+    R = g * det[:, None, None]
+    out = np.zeros((len(g), irreps.dim, irreps.dim))
+    cache = {}
+    for (mul, ir), sl in zip(irreps, irreps.slices()):
+        if ir.l not in cache:
+            cache[ir.l] = wigner_D(ir.l, R) if ir.l > 0 else np.ones((len(g), 1, 1))
+        D = cache[ir.l] * np.where(det < 0, float(ir.p), 1.0)[:, None, None]
+        for k in range(mul):
+            a = sl.start + k * ir.dim
+            out[:, a : a + ir.dim, a : a + ir.dim] = D
     return out

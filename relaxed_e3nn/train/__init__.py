@@ -8,7 +8,7 @@ the final model. ``relaxed-e3nn train CONFIG.yaml`` is the command-line front en
 """
 from relaxed_e3nn.train._checkpoint import load_checkpoint, save_checkpoint
 from relaxed_e3nn.train._config import DataConfig, OptimConfig, TrainConfig, load_config
-from relaxed_e3nn.train._inference import predict
+from relaxed_e3nn.train._inference import graphs_for_model, predict
 from relaxed_e3nn.train._loop import TrainResult, epoch_permutation, evaluate, fit_atomic_energies, train
 from relaxed_e3nn.train._sources import read_atoms
 
@@ -21,6 +21,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "predict",
+    "graphs_for_model",
     "load_checkpoint",
     "save_checkpoint",
     "read_atoms",

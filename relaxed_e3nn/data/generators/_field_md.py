@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from relaxed_e3nn.data.generators._checks import (
     check_count, check_positive, check_vector, make_rng,
 )
+from relaxed_e3nn.data.generators._orbit import symmetrizing_elements
 
 __all__ = ["field_md", "UniformFieldCalculator"]
 
@@ -77,7 +78,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
              species: Sequence[str] = ("Cu", "Au"), charges: Optional[Mapping[str, float]] = None,
              num_atoms: Union[int, Sequence[int]] = 8, temperature: float = 600.0,
              frames_per_trajectory: int = 10, stride: int = 10, equilibration: int = 40,
-             timestep: float = 2.0) -> List[Atoms]:
+             timestep: float = 2.0, symmetrize: bool = False) -> List[Atoms]:
     r"""Snapshots of neutral EMT clusters in a uniform field, with energies and forces.
 
     Parameters
@@ -102,6 +103,10 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
         Snapshots per trajectory, MD steps between them and before the first.
     timestep : float
         MD time step (fs).
+    symmetrize : bool
+        Follow every snapshot by its images under ``C4v`` about the field (positions and forces
+        rotated, energy unchanged; ``info["symmetrized_by"]``), making the dataset as a set exactly
+        ``C4v``-invariant; ``n`` then counts MD snapshots and ``8 n`` structures are returned.
 
     Returns
     -------
@@ -140,13 +145,16 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
     equilibration = check_count("equilibration", equilibration, minimum=0)
     timestep = check_positive("timestep", timestep)
 
+    if not isinstance(symmetrize, (bool, np.bool_)):
+        raise TypeError(f"symmetrize must be a bool, got {symmetrize!r}")
     rng = make_rng(seed)
     norm = float(np.linalg.norm(field))
     axis = field / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
     residual = "Cinfv" if norm > 0 else "O3"
+    subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])
 
     snapshots: List[Atoms] = []
-    while len(snapshots) < n:
+    while len(snapshots) < n * len(elements):
         size = sizes[int(rng.integers(len(sizes)))]
         symbols = np.array([species[0]] * (size // 2) + [species[1]] * (size // 2))
         symbols = list(rng.permutation(symbols))
@@ -162,17 +170,21 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
             dynamics.run(equilibration)
         for _ in range(frames_per_trajectory):
             dynamics.run(stride)
-            frame = Atoms(symbols=atoms.get_chemical_symbols(), positions=atoms.positions.copy())
-            frame.set_initial_charges(atoms.get_initial_charges())
-            frame.info.update({
-                "REF_energy": float(atoms.get_potential_energy()),
-                "field": field.copy(),
-                "parent_group": "O3",
-                "residual_group": residual,
-                "axis": axis.copy(),
-            })
-            frame.arrays["REF_forces"] = atoms.get_forces().copy()
-            snapshots.append(frame)
-            if len(snapshots) == n:
+            energy, forces = float(atoms.get_potential_energy()), atoms.get_forces().copy()
+            for g in elements:
+                # g fixes the field: the energy is unchanged, positions and forces rotate with g
+                frame = Atoms(symbols=atoms.get_chemical_symbols(), positions=atoms.positions @ g.T)
+                frame.set_initial_charges(atoms.get_initial_charges())
+                frame.info.update({
+                    "REF_energy": energy,
+                    "field": field.copy(),
+                    "parent_group": "O3",
+                    "residual_group": residual,
+                    "axis": axis.copy(),
+                    "symmetrized_by": subgroup,
+                })
+                frame.arrays["REF_forces"] = forces @ g.T
+                snapshots.append(frame)
+            if len(snapshots) == n * len(elements):
                 break
     return snapshots

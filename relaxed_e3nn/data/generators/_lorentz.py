@@ -27,6 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from relaxed_e3nn.data.generators._checks import check_count, check_positive, check_vector, make_rng
+from relaxed_e3nn.data.generators._orbit import symmetrizing_elements
 
 __all__ = ["lorentz", "lorentz_accelerations", "lorentz_residual_group"]
 
@@ -93,7 +94,8 @@ def lorentz_residual_group(electric, magnetic, atol: float = 1e-9) -> Tuple[str,
 def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0),
             B: Sequence[float] = (0.0, 1.0, 0.0), num_particles: int = 5, box: float = 2.0,
             min_distance: float = 0.8, coulomb: float = 0.1, speed: float = 1.0,
-            mass_range: Sequence[float] = (1.0, 3.0), symbol: str = "H") -> List[Atoms]:
+            mass_range: Sequence[float] = (1.0, 3.0), symbol: str = "H",
+            symmetrize: bool = False) -> List[Atoms]:
     r"""Samples of charged particles with their Lorentz + Coulomb accelerations.
 
     Parameters
@@ -118,6 +120,11 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
         Masses are uniform in this range; charges are ``±1`` at random.
     symbol : str
         Chemical symbol given to every particle (the model's single species).
+    symmetrize : bool
+        Follow every sample by its images under a finite subgroup of the residual group
+        (``C4`` for ``Cinf``, the mirror for ``Cs``, ...; ``info["symmetrized_by"]``), so that the
+        dataset as a set is exactly invariant under it; ``n`` then counts independent samples
+        and ``n * |subgroup|`` structures are returned.
 
     Returns
     -------
@@ -140,8 +147,11 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
         raise ValueError(f"mass_range must be (low, high) with low <= high, got {mass_range!r}")
     if (2 * box) ** 3 < num_particles * (min_distance ** 3):
         raise ValueError(f"box={box} is too small for {num_particles} particles {min_distance} apart")
+    if not isinstance(symmetrize, (bool, np.bool_)):
+        raise TypeError(f"symmetrize must be a bool, got {symmetrize!r}")
     rng = make_rng(seed)
     residual, axis = lorentz_residual_group(electric, magnetic)
+    subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])
 
     samples = []
     for _ in range(n):
@@ -158,20 +168,22 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
         charges = rng.choice([-1.0, 1.0], size=num_particles)
         masses = rng.uniform(low, high, size=num_particles)
 
-        accelerations = lorentz_accelerations(positions, velocities, charges, masses, electric, magnetic,
-                                              coulomb)
-
-        atoms = Atoms(symbols=[symbol] * num_particles, positions=positions)
-        atoms.set_initial_charges(charges)
-        atoms.set_masses(masses)
-        atoms.arrays["velocities"] = velocities
-        atoms.arrays["accelerations"] = accelerations
-        atoms.info.update({
-            "E_field": electric.copy(),
-            "B_field": magnetic.copy(),
-            "parent_group": "O3",
-            "residual_group": residual,
-            "axis": axis.copy(),
-        })
-        samples.append(atoms)
+        for g in elements:
+            # an element of the fields' stabiliser maps a solution to a solution: r, v, a -> g r, g v, g a
+            r_g, v_g = positions @ g.T, velocities @ g.T
+            atoms = Atoms(symbols=[symbol] * num_particles, positions=r_g)
+            atoms.set_initial_charges(charges)
+            atoms.set_masses(masses)
+            atoms.arrays["velocities"] = v_g
+            atoms.arrays["accelerations"] = lorentz_accelerations(r_g, v_g, charges, masses, electric, magnetic,
+                                                                  coulomb)
+            atoms.info.update({
+                "E_field": electric.copy(),
+                "B_field": magnetic.copy(),
+                "parent_group": "O3",
+                "residual_group": residual,
+                "axis": axis.copy(),
+                "symmetrized_by": subgroup,
+            })
+            samples.append(atoms)
     return samples
