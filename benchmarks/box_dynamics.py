@@ -27,7 +27,10 @@ from relaxed_e3nn.groups import point_group
 
 
 def time_training_step(model, n_graphs=100, n_bodies=5, repeats=20, warmup=3, seed=0):
-    """Median wall time (s) of one Adam step on ``n_graphs`` fully connected ``n_bodies`` graphs."""
+    """Median wall and CPU time (s) of one Adam step on ``n_graphs`` fully connected ``n_bodies`` graphs.
+
+    On a shared machine the CPU time of this process is the steadier of the two.
+    """
     gen = torch.Generator().manual_seed(seed)
     n = n_graphs * n_bodies
     pos = torch.rand(n, 3, generator=gen) * 8 - 4
@@ -36,34 +39,36 @@ def time_training_step(model, n_graphs=100, n_bodies=5, repeats=20, warmup=3, se
     target = pos + torch.randn(n, 3, generator=gen)
     edge_src, edge_dst, batch = fully_connected_batch(n_graphs, n_bodies)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    times = []
+    wall, cpu = [], []
     for i in range(warmup + repeats):
-        tic = time.perf_counter()
+        tic, tic_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad()
         loss = ((model(pos, vel, charge, edge_src, edge_dst, batch=batch) - target) ** 2).mean()
         loss.backward()
         optimizer.step()
         if i >= warmup:
-            times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+            wall.append(time.perf_counter() - tic)
+            cpu.append(time.process_time() - tic_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def timing_table(hidden, layers, repeats, variants):
     torch.manual_seed(0)
-    baseline = time_training_step(EGNN(1, hidden=hidden, layers=layers), repeats=repeats)
-    print(f"\n== time per training step (100 five-body graphs, hidden {hidden}, {layers} layers) ==")
-    print(f"EGNN                      {baseline * 1e3:8.1f} ms   1.00x")
+    print(f"\n== time per training step (100 five-body graphs, hidden {hidden}, {layers} layers, "
+          f"orbit width {hidden}; medians of {repeats}) ==")
+    print("model                        wall ms  ratio   CPU ms  ratio   (EGNN timed alongside: wall, CPU ms)")
     for name in ("D2h", "Oh"):
         group = point_group(name)
         for variant in variants:
-            # interleave a fresh baseline so that load drifts affect both sides alike
-            base = time_training_step(EGNN(1, hidden=hidden, layers=layers), repeats=repeats)
-            step = time_training_step(DEGNN(group, 1, hidden=hidden, layers=layers, variant=variant), repeats=repeats)
+            # a fresh baseline next to each measurement, so that load drifts affect both sides alike
+            base_wall, base_cpu = time_training_step(EGNN(1, hidden=hidden, layers=layers), repeats=repeats)
+            model = DEGNN(group, 1, hidden=hidden, layers=layers, variant=variant)
+            wall, cpu = time_training_step(model, repeats=repeats)
             print(
-                f"DEGNN {name:3s} |G|={group.order:2d} {variant:9s} {step * 1e3:8.1f} ms "
-                f"{step / base:6.2f}x  (EGNN alongside {base * 1e3:.1f} ms)"
+                f"DEGNN {name:3s} |G|={group.order:2d} {variant:9s} {wall * 1e3:8.1f} {wall / base_wall:6.2f}x "
+                f"{cpu * 1e3:8.1f} {cpu / base_cpu:6.2f}x   ({base_wall * 1e3:.1f}, {base_cpu * 1e3:.1f})"
             )
-        sys.stdout.flush()
+            sys.stdout.flush()
 
 
 def accuracy_table(half_widths, seeds, epochs, n_split, hidden, layers, lr, batch_size):

@@ -13,7 +13,8 @@ Variants, all with the same weights (``RelaxedConvolution.from_equivariant``):
 Two settings: edge vectors requiring grad (spherical harmonics and radial embedding are recomputed
 inside the timed region and backward also yields the geometry gradient, as in force training) and
 not (edge attributes precomputed). Repeats are interleaved across variants; the script prints medians
-and ratios to ``plain`` measured in the same process.
+of wall-clock and of process CPU time (less sensitive to other load on a shared machine) and their
+ratios to ``plain`` measured in the same process.
 
 Usage: python benchmarks/relaxed_conv.py [--repeats 15] [--threads 1 2]
 """
@@ -112,16 +113,19 @@ def make_step(module, num_nodes, src, dst, edge_vec, geometry_grad):
 def measure(variants, graph, geometry_grad, repeats, warmup=2):
     num_nodes, src, dst, edge_vec = graph
     steps = {name: make_step(m, num_nodes, src, dst, edge_vec, geometry_grad) for name, m in variants.items()}
-    times = {name: [] for name in variants}
+    wall = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for _ in range(warmup):
         for step in steps.values():
             step()
     for _ in range(repeats):
         for name, step in steps.items():  # interleaved: machine noise hits every variant alike
-            start = time.perf_counter()
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start_wall)
+    return ({name: statistics.median(t) for name, t in wall.items()},
+            {name: statistics.median(t) for name, t in cpu.items()})
 
 
 def main():
@@ -139,11 +143,11 @@ def main():
     for threads in args.threads:
         torch.set_num_threads(threads)
         for geometry_grad in (True, False):
-            medians = measure(variants, graph, geometry_grad, args.repeats)
-            base = medians["plain"]
             label = "with geometry grad" if geometry_grad else "without geometry grad"
-            ratios = "  ".join(f"{name} {medians[name] / base:.3f}x" for name in variants if name != "plain")
-            print(f"threads={threads} {label:22s} plain {1e3 * base:7.1f} ms | {ratios}")
+            for clock, medians in zip(("wall", "cpu"), measure(variants, graph, geometry_grad, args.repeats)):
+                base = medians["plain"]
+                ratios = "  ".join(f"{name} {medians[name] / base:.3f}x" for name in variants if name != "plain")
+                print(f"threads={threads} {label:22s} {clock:4s} plain {1e3 * base:7.1f} ms | {ratios}")
 
 
 if __name__ == "__main__":

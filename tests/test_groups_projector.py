@@ -71,7 +71,10 @@ def test_known_invariant_counts():
     assert torch.linalg.matrix_rank(oh.invariant_projector("4o+2e+3e+1e", dtype=torch.float64), atol=1e-8).item() == 0
     assert round(oh.invariant_projector(ALL_IRREPS).trace().item()) == 3  # 0e, 4e, 6e
     c4v = point_group("C4v")
-    per_l = [round(c4v.invariant_projector(o3.Irrep(l, (-1) ** l), dtype=torch.float64).trace().item()) for l in range(7)]
+    per_l = [
+        round(c4v.invariant_projector(o3.Irrep(l, (-1) ** l), dtype=torch.float64).trace().item())
+        for l in range(7)
+    ]
     assert per_l == [1, 1, 1, 1, 2, 2, 2]  # cos(m φ) with m ≡ 0 (mod 4)
     # the Oh-invariant l=4 vector is the cubic harmonic: components 4 and 8 in ratio sqrt(7/5) : 1
     P = oh.invariant_projector("4e", dtype=torch.float64)

@@ -420,12 +420,17 @@ def test_unknown_species_and_bad_graphs_raise():
     graph = from_ase(hnof, CUTOFF, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"atomic numbers \[7, 9\] are not among the model's species \[1, 6, 8, 29, 79\]"):
         model(graph)
-    water = from_ase(Atoms("H2O", positions=[[0, 0, 0], [0.9, 0.3, 0], [0.1, 0.8, 0.2]]), CUTOFF,
-                     dtype=torch.float64)
+    water_atoms = Atoms("H2O", positions=[[0, 0, 0], [0.9, 0.3, 0], [2.1, 2.8, 0.2]])
+    water = from_ase(water_atoms, CUTOFF, dtype=torch.float64)
     with pytest.raises(TypeError, match="dtype"):
         model(water.to(dtype=torch.float32))
-    with pytest.raises(ValueError, match="cutoff"):
-        model(dataclasses.replace(water, cutoff=CUTOFF + 1))
+    with pytest.raises(ValueError, match="shorter than the model's cutoff"):
+        model(from_ase(water_atoms, CUTOFF - 0.5, dtype=torch.float64))
+    long_graph = from_ase(water_atoms, CUTOFF + 2.0, dtype=torch.float64)
+    assert long_graph.num_edges > water.num_edges
+    longer, exact = model(long_graph, compute_forces=True), model(water, compute_forces=True)
+    assert torch.allclose(longer["energy"], exact["energy"], rtol=0, atol=1e-14)
+    assert torch.allclose(longer["forces"], exact["forces"], rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match="NaN"):
         model(dataclasses.replace(water, pos=water.pos * float("nan")))
     with pytest.raises(TypeError, match="AtomicGraph"):

@@ -21,7 +21,6 @@ def copper(tmp_path_factory):
                                data={"val_fraction": 0.25, "test_fraction": 0.125},
                                loss={"energy": 1.0, "forces": 10.0, "stress": 1.0},
                                optim={"lr": 0.05, "scheduler": "cosine"})
-    torch.set_default_dtype(torch.float32)
     result = train(config)
     return {"root": root, "data": data, "config": config, "result": result}
 
@@ -98,7 +97,7 @@ def test_predict_matches_reference_model(copper):
     for atoms, ref in zip(predicted, frames):
         graph = graphs_for_model(model, [ref], with_targets=False)[0]
         out = model(graph, compute_forces=True)
-        assert atoms.get_potential_energy() == pytest.approx(float(out["energy"]), rel=1e-12)
+        assert atoms.get_potential_energy() == pytest.approx(float(out["energy"].detach()), rel=1e-12)
         np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), rtol=1e-10, atol=1e-12)
         assert atoms.get_stress().shape == (6,)
 
@@ -189,11 +188,20 @@ def test_strict_trains_equivariant_twin(tmp_path):
     assert sum(p.numel() for p in relaxed.model.parameters()) > sum(p.numel() for p in result.model.parameters())
 
 
-def test_float32_run(tmp_path):
+def test_float32_run_with_progress_bar(tmp_path, capsys):
     data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
-    result = train(tiny_train_config(str(data), tmp_path / "run", epochs=1, dtype="float32"))
+    result = train(tiny_train_config(str(data), tmp_path / "run", epochs=1, dtype="float32", progress=True))
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert np.isfinite(result.history[0]["val_loss"])
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.err and "loss=" in captured.err  # the bar shows the live loss
+    assert "epoch 1/1 train_loss" in captured.out  # the per-epoch summary line
+
+
+def test_no_progress_bar_unless_asked(tmp_path, capsys):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
+    train(tiny_train_config(str(data), tmp_path / "run", epochs=1, progress="auto"))  # stderr is not a TTY
+    assert "loss=" not in capsys.readouterr().err
 
 
 def test_pymatgen_json_and_cif_with_targets(tmp_path):

@@ -58,7 +58,7 @@ def run(args) -> int:
 
     try:
         result = train(config)
-    except TypeError as err:  # config type errors are user errors at the command line
+    except (TypeError, FloatingPointError) as err:  # wrong config types, a diverging loss
         print(f"relaxed-e3nn train: error: {err}", file=sys.stderr)
         return 1
     if isinstance(result, dict):  # the box-dynamics trainer reports a dict

@@ -118,6 +118,15 @@ class PointGroupMessagePassing(torch.nn.Module):
         Reduction of the ``"pooling"`` variant.
     node_orbit : bool
         Add the group-averaged node term :math:`\Delta^{\mathrm{node}}_i`.
+    vector_channels : int
+        Number ``C`` of group-averaged vector channels mixed by the invariant gates
+        :math:`\gamma(m_e)`.
+
+    Notes
+    -----
+    The "pooling" variant runs a fused kernel that never stores the ``(E, |G|, K)`` per-element
+    features, and halves its matrix products when the inversion is in G; the other variants
+    materialise them.
     """
 
     def __init__(

@@ -130,9 +130,9 @@ def build_dynamics_model(cfg: Dict, data: BoxDynamicsData):
         return EGNN(1, hidden=cfg["hidden"], layers=cfg["layers"], center=center), "E(3)"
     from relaxed_e3nn.groups import point_group
 
-    if cfg["group"] in (None, "auto"):
+    if cfg["group"] in (None, "auto") or str(cfg["group"]).lower() == data.group_name.lower():
         group = point_group(data.group_name, frame=torch.as_tensor(data.group_frame))
-    else:
+    else:  # another group (a subgroup such as "C1", "C2v"): the catalogue's standard frame
         group = point_group(str(cfg["group"]))
     model = DEGNN(
         group,
@@ -157,7 +157,8 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
     ----------
     config : dict
         Keys (defaults in ``DYNAMICS_DEFAULTS``): ``model`` ("degnn" | "egnn"), ``group``
-        ("auto" = the box's group in the box frame, or a catalogue name such as "C1"),
+        ("auto" or the box's own group name = the box's group in the box frame; any other
+        catalogue name, such as "C1", in the catalogue's standard frame),
         ``variant``, ``reduce``, ``hidden``, ``layers``, ``half_widths``, ``planar``,
         ``interaction``, ``n_bodies``, ``speed``, ``input_frame``, ``target_frame``,
         ``n_train``/``n_val``/``n_test``, ``data_seed``, ``epochs``, ``lr``, ``weight_decay``,

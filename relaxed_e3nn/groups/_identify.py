@@ -2,10 +2,11 @@
 import numpy as np
 
 from ._catalogue import MAX_AXIS_ORDER, standard_elements
-from ._linalg import frame_from_axes, perpendicular_unit, rotation_axis_angle, same_set
+from ._linalg import canonical_sign, frame_from_axes, perpendicular_unit, rotation_axis_angle, same_set
 
 __all__ = ["identify"]
 
+_CUBIC = ("T", "Td", "Th", "O", "Oh", "I", "Ih")
 _AXIS_TOL = 1e-4  # least |cos| tolerance when grouping rotation axes into lines (scaled up by tol)
 
 
@@ -79,7 +80,7 @@ def _full_name(rot_name, has_inversion, image_name):
     raise ValueError(f"inconsistent group structure (rotation subgroup {rot_name}, image {image_name})")
 
 
-def _frame_candidates(name, proper, improper, lines, tol):
+def _frame_candidates(name, improper, lines, tol):
     """Candidate (z, x) axis pairs for the standard frame of ``name``."""
     def perpendicular(vectors, z):
         return [v for v in vectors if abs(v @ z) < max(_AXIS_TOL, tol)]
@@ -99,7 +100,7 @@ def _frame_candidates(name, proper, improper, lines, tol):
     if name == "Cs":
         yield mirrors[0], perpendicular_unit(mirrors[0])
         return
-    if name in ("T", "Td", "Th", "O", "Oh", "I", "Ih"):
+    if name in _CUBIC:
         wanted = 4 if name[0] == "O" else 2
         axes = [axis for axis, order in lines if order == wanted]
         for z in axes[:1]:
@@ -141,7 +142,11 @@ def identify(elements, tol):
     if len(standard) != len(elements):
         raise ValueError(f"a group of order {len(elements)} cannot be {name} (order {len(standard)})")
     verify_tol = max(10.0 * tol, 1e-9)
-    for z, x in _frame_candidates(name, proper, improper, lines, tol):
+    for z, x in _frame_candidates(name, improper, lines, tol):
+        if name not in _CUBIC:
+            # conjugation by C2(x) preserves every axial standard group: prefer a principal axis
+            # whose first non-negligible component is positive
+            z = canonical_sign(z, max(1e-6, tol))
         frame = frame_from_axes(z, x)
         if same_set(frame @ standard @ frame.T, elements, verify_tol):
             return name, frame

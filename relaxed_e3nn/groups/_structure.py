@@ -3,7 +3,7 @@ import warnings
 
 import numpy as np
 
-from ._linalg import frame_from_axes, nearest_orthogonal, perpendicular_unit
+from ._linalg import canonical_sign, frame_from_axes, nearest_orthogonal, perpendicular_unit
 from ._point_group import PointGroup, point_group_from_elements
 
 __all__ = ["point_group_of"]
@@ -91,7 +91,7 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
     symbol = analyzer.sch_symbol
     if "*" in symbol:
         centred = obj.cart_coords - obj.center_of_mass
-        axis = np.linalg.svd(centred)[2][0]
+        axis = canonical_sign(np.linalg.svd(centred)[2][0])
         frame = frame_from_axes(axis, perpendicular_unit(axis))
         return PointGroup("Dinfh" if symbol.startswith("D") else "Cinfv", frame)
     ops = analyzer.get_symmetry_operations()

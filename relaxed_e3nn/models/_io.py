@@ -29,6 +29,7 @@ __all__ = ["save", "load", "model_to_dict", "model_from_dict", "FORMAT_NAME", "F
 FORMAT_NAME = "relaxed_e3nn.model"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
+_STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -135,6 +136,19 @@ def model_from_dict(d: dict, map_location="cpu", *, dtype: torch.dtype = None, s
 
     with default_dtype(dtype):
         model = RelaxedNetwork(config)
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        missing = sorted(set(expected) - set(state))[:5]
+        unexpected = sorted(set(state) - set(expected))[:5]
+        raise ValueError(
+            f"{source}: weights do not match the model config (missing {missing}, unexpected {unexpected})"
+        )
+    if dtype != saved_dtype:
+        # Besides weights, the state holds e3nn's constant buffers (Wigner 3j symbols, output
+        # masks), which are functions of the config alone. Saved in a lower precision they would
+        # cost equivariance accuracy, so a dtype change keeps the freshly built ones.
+        parameters = {name for name, _ in model.named_parameters()}
+        state = {k: (v if k in parameters or k in _STATE_BUFFERS else expected[k]) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -532,34 +532,89 @@ def _search(blocks: Sequence[Block], tol: float, atol: float):
     kmax = min(lmax, _MAX_ORDER)
     axes = _candidate_axes(blocks, lmax, scale, tol)
     P = _axis_power(blocks, axes, lmax)
-    # continuous rotation about an axis
-    cont_err2 = _proper_err2(P, _generic_angles(lmax)).max(1)
-    best = int(np.argmin(cont_err2))
-    if cont_err2[best] <= thr**2:
-        return _continuous_group(blocks, axes[best], P[best], thr, lmax), scale, lmax
-    gens, errs = [], []
+    # continuous rotation about an axis: refine the best few, then test every angle
+    off_axis = _row_err2(P, np.zeros(len(axes)), np.full(len(axes), _CONTINUOUS))
+    best = np.argsort(off_axis)[:8]
+    refined, _ = _refine_axes(blocks, axes[best], np.zeros(len(best)), np.full(len(best), _CONTINUOUS), lmax)
+    P_best = _axis_power(blocks, refined, lmax)
+    cont_err2 = _proper_err2(P_best, _generic_angles(lmax)).max(1)
+    i = int(np.argmin(cont_err2))
+    if cont_err2[i] <= thr**2:
+        return _continuous_group(blocks, refined[i], P_best[i], thr, lmax), scale, lmax
+    # every C_k (k = 2..kmax) and S_k (k = 1, 3..2 kmax; S_2 is the inversion) about every axis
     ks = np.arange(2, kmax + 1)
-    if len(ks):
-        e_rot = _proper_err2(P, 2 * math.pi / ks)  # [K, len(ks)]
-        for a, row in zip(axes, e_rot):
-            passing = [int(k) for k, e in zip(ks, row) if e <= thr**2]
-            for k in passing:
-                if any(q % k == 0 and q != k for q in passing):
-                    continue  # C_k is a power of a passing C_q
-                gens.append(rotation_about(a, 2 * math.pi / k))
-                errs.append(float(row[ks == k][0]))
     ks_imp = np.array([1] + list(range(3, 2 * kmax + 1)))
-    e_imp = _improper_err2(P, math.pi + 2 * math.pi / ks_imp)
-    for a, row in zip(axes, e_imp):
-        passing = [int(k) for k, e in zip(ks_imp, row) if e <= thr**2]
-        for k in passing:
-            gens.append(-rotation_about(a, math.pi + 2 * math.pi / k))
-            errs.append(float(row[ks_imp == k][0]))
+    kinds = [(int(k), 2 * math.pi / k, _PROPER) for k in ks] + [
+        (int(k), math.pi + 2 * math.pi / k, _IMPROPER) for k in ks_imp
+    ]
+    angles = np.array([kd[1] for kd in kinds])
+    flags = np.array([kd[2] for kd in kinds])
+    err2 = np.concatenate([_proper_err2(P, angles[flags == _PROPER]), _improper_err2(P, angles[flags == _IMPROPER])], 1)
+    # near misses are candidate axes a little off the true one (noise moves critical points):
+    # polish them by minimising the element's error over the axis direction
+    near_axis, near_kind = np.nonzero(err2 <= (30 * thr) ** 2)
+    order = np.argsort(err2[near_axis, near_kind])[:300]
+    near_axis, near_kind = near_axis[order], near_kind[order]
+    polished, polished_err2 = _refine_axes(blocks, axes[near_axis], angles[near_kind], flags[near_kind], lmax)
+    gens, errs, labels = [], [], []
+    for a, kd, e in zip(polished, near_kind, polished_err2):
+        if e > thr**2:
+            continue
+        k, angle, flag = kinds[kd]
+        g = rotation_about(a, angle)
+        gens.append(g if flag == _PROPER else -g)
+        errs.append(float(e))
     # the inversion (axis independent): odd-parity blocks change sign
     if 2 * norm_odd <= thr:
         gens.append(-np.eye(3))
         errs.append(4 * norm_odd**2)
     return _close(blocks, gens, errs, thr), scale, lmax
+
+
+_PROPER, _IMPROPER, _CONTINUOUS = 0, 1, 2
+
+
+def _row_err2(P: np.ndarray, angles: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Squared error per row: proper rotation, improper ``-C(angle)``, or the off-axis power."""
+    m = np.arange(P.shape[-1])
+    c = np.cos(angles[:, None] * m)
+    proper = ((P[:, 0] + P[:, 1]) * (2 - 2 * c)).sum(1)
+    improper = (P[:, 0] * (2 - 2 * c) + P[:, 1] * (2 + 2 * c)).sum(1)
+    off_axis = (P[:, 0, 1:] + P[:, 1, 1:]).sum(1)
+    return np.where(flags == _PROPER, proper, np.where(flags == _IMPROPER, improper, off_axis))
+
+
+def _refine_axes(blocks, axes, angles, flags, lmax, iters: int = 4, h: float = 1e-3):
+    """Newton steps on the squared error of each (axis, element) row over the axis direction."""
+    n = len(axes)
+    if n == 0:
+        return axes.reshape(0, 3), np.zeros(0)
+    rep_angles, rep_flags = np.repeat(angles, 9), np.repeat(flags, 9)
+    best = axes.copy()
+    best_err = _row_err2(_axis_power(blocks, best, lmax), angles, flags)
+    current = best.copy()
+    for _ in range(iters):
+        t1, t2 = _tangent_basis(current)
+        q = _normalize(current[:, None] + h * (_STENCIL[None, :, :1] * t1[:, None] + _STENCIL[None, :, 1:] * t2[:, None]))
+        f = _row_err2(_axis_power(blocks, q.reshape(-1, 3), lmax), rep_angles, rep_flags).reshape(n, 9)
+        g = np.stack([f[:, 1] - f[:, 2], f[:, 3] - f[:, 4]], 1) / (2 * h)
+        h11 = (f[:, 1] - 2 * f[:, 0] + f[:, 2]) / h**2
+        h22 = (f[:, 3] - 2 * f[:, 0] + f[:, 4]) / h**2
+        h12 = (f[:, 5] - f[:, 6] - f[:, 7] + f[:, 8]) / (4 * h**2)
+        det = h11 * h22 - h12**2
+        ok = (det > 0) & (h11 > 0)
+        safe = np.where(ok, det, 1.0)
+        d1 = -(h22 * g[:, 0] - h12 * g[:, 1]) / safe
+        d2 = -(-h12 * g[:, 0] + h11 * g[:, 1]) / safe
+        step = np.stack([d1, d2], 1)
+        step[~ok] = 0.0
+        size = np.linalg.norm(step, axis=1, keepdims=True)
+        step *= np.minimum(1.0, 0.05 / np.maximum(size, 1e-300))
+        current = _normalize(current + step[:, :1] * t1 + step[:, 1:] * t2)
+        err = _row_err2(_axis_power(blocks, current, lmax), angles, flags)
+        better = err < best_err
+        best[better], best_err[better] = current[better], err[better]
+    return best, best_err
 
 
 def _close(blocks, gens, errs, thr):
@@ -577,7 +632,7 @@ def _close(blocks, gens, errs, thr):
             continue  # already in the group (or a less accurate copy of one of its elements)
         trial = accepted + [g]
         try:
-            candidate = point_group_from_generators(np.stack(trial), tol=1e-3, max_order=120)
+            candidate = point_group_from_generators(np.stack(trial), tol=1e-2, max_order=120)
         except ValueError:
             continue
         if (_errors(blocks, candidate.elements.numpy()) <= thr * (1 + 1e-9) + 1e-300).all():

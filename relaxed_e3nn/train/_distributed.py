@@ -42,15 +42,20 @@ class DistributedContext:
         if not self.enabled:
             return
         params = [p for p in parameters if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if not grads:
+        if not params:
             return
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # a parameter that no rank used keeps grad None, as it would in a single process
+        # (optimizers skip it instead of stepping on a zero gradient)
+        used = torch.tensor([float(p.grad is not None) for p in params], dtype=grads[0].dtype,
+                            device=grads[0].device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [used])
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        used = flat[-len(params):]
         offset = 0
-        for p, g in zip(params, grads):
+        for k, (p, g) in enumerate(zip(params, grads)):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset:offset + n].view_as(p).clone() if bool(used[k] > 0) else None
             offset += n
 
     def broadcast_parameters_(self, module: torch.nn.Module) -> None:

@@ -1,0 +1,58 @@
+"""Particles in a box: a point-group network vs its trivial-group twin vs EGNN.
+
+Five charged particles (+-1, Coulomb) bounce inside a box with elastic walls. The walls break
+E(3) symmetry, but the box keeps a finite point group about its centre (``D2h`` for a
+(5, 4, 3) box, ``D4h`` for a square prism, ``Oh`` for a cube). ``DEGNN`` builds exactly that
+group in; ``DEGNN`` with the trivial group ``C1`` has the same architecture and no symmetry;
+``EGNN`` is E(3)-equivariant and therefore cannot see the walls.
+
+    python examples/box_dynamics.py [--half-widths 5 4 3] [--epochs 60] [--out-dir runs/box]
+
+Each model is trained with ``relaxed_e3nn.discrete.train_dynamics`` (the same function the
+``relaxed-e3nn train`` command uses for ``task: box_dynamics``) on the same data; the script
+prints the test MSE of the predicted positions 20 frames ahead and the group that was used,
+and writes one ``metrics.json`` per model under ``--out-dir``.
+"""
+import argparse
+import os
+
+import torch
+
+from relaxed_e3nn.data.generators import box_nbody
+from relaxed_e3nn.discrete import train_dynamics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half-widths", type=float, nargs=3, default=[5.0, 4.0, 3.0])
+    parser.add_argument("--samples", type=int, default=200, help="train = val = test size")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    n = args.samples
+    data = box_nbody(n_samples=3 * n, half_widths=args.half_widths, interaction="coulomb", seed=0)
+    print(f"box half-widths {tuple(args.half_widths)}: point group {data.group_name} about the centre")
+    print(f"naive baseline (positions unchanged): MSE {((data.targets - data.positions) ** 2).mean():.4f}")
+    runs = [("DEGNN", "degnn", "auto"), ("DEGNN-C1", "degnn", "C1"), ("EGNN", "egnn", "auto")]
+    for label, model, group in runs:
+        config = dict(
+            model=model, group=group, hidden=args.hidden, layers=args.layers,
+            half_widths=list(args.half_widths), n_train=n, n_val=n, n_test=n, epochs=args.epochs,
+            batch_size=args.batch_size, seed=args.seed,
+            out_dir=None if args.out_dir is None else os.path.join(args.out_dir, label),
+        )
+        result = train_dynamics(config, data=data)
+        print(
+            f"{label:9s} group {result['group']:5s} test MSE {result['test_mse']:.4f} "
+            f"(best epoch {result['best_epoch']}, {result['time_per_step_s'] * 1e3:.1f} ms per step)"
+        )
+
+
+if __name__ == "__main__":
+    main()
