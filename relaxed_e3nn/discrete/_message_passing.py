@@ -155,7 +155,11 @@ class PointGroupMessagePassing(torch.nn.Module):
         self.register_buffer("elements", elements.to(torch.get_default_dtype()))
         # one element of each pair {h, -h} when the inversion is in G (halves the orbit's matmuls)
         half = _inversion_pairs(elements)
-        self.register_buffer("_pair_representatives", half if half is not None else torch.zeros(0, dtype=torch.long))
+        self.register_buffer(
+            "_pair_representatives",
+            half if half is not None else torch.zeros(0, dtype=torch.long),
+            persistent=False,
+        )
         self.hidden = int(hidden)
         self.edge_attr_dim = int(edge_attr_dim)
         self.orbit_width = int(orbit_width or hidden)
