@@ -120,11 +120,15 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip", choices=["timing", "box", "cube"], action="append", default=[])
+    parser.add_argument(
+        "--timing-variants", nargs="+", choices=["pooling", "attention", "ranking"],
+        default=["pooling", "attention", "ranking"],
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_split, seeds, epochs, repeats = 200, range(args.seeds), args.epochs, 20
     cube_seeds = range(args.cube_seeds if args.cube_seeds is not None else args.seeds)
-    variants = ("pooling", "attention", "ranking")
+    variants = tuple(args.timing_variants)
     if args.quick:
         n_split, seeds, cube_seeds, epochs, repeats, variants = 40, range(1), range(1), 3, 3, ("pooling",)
     if "timing" not in args.skip:

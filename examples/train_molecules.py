@@ -83,7 +83,7 @@ def main():
                  "forces_key": "REF_forces"},
         "model": {"cutoff": 4.5, "num_layers": 2, "irreps_hidden": "16x0e+8x1o+8x1e", "lmax": 2,
                   "irreps_relaxed": 2, "radial_neurons": 16, "num_neighbors": 8.0},
-        "loss": {"energy": 1.0, "forces": 10.0},
+        "loss": {"energy": 5.0, "forces": 10.0},
         "optim": {"lr": 0.01, "scheduler": "plateau", "lr_patience": 5, "theta_penalty": 1e-4},
     }
     with open(out / "train_molecules.yaml", "w") as handle:

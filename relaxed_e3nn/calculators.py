@@ -85,7 +85,8 @@ class RelaxedCalculator(Calculator):
             model = load(path_or_model, map_location=device, dtype=dtype)
         else:
             raise TypeError(
-                f"RelaxedCalculator: path_or_model must be a path or a RelaxedNetwork, got {type(path_or_model).__name__}"
+                "RelaxedCalculator: path_or_model must be a path or a RelaxedNetwork, "
+                f"got {type(path_or_model).__name__}"
             )
         if model.config.output != "energy":
             raise ValueError(

@@ -12,6 +12,7 @@ from relaxed_e3nn.data import collate, from_ase
 from relaxed_e3nn.data.generators import (
     PEROVSKITE_PHASES, field_md, lorentz, perovskite_distortion, shape_deformation,
 )
+from relaxed_e3nn.groups import point_group
 from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig
 from relaxed_e3nn.nn import make_optimizer, relaxed_parameters
 from relaxed_e3nn.symmetry import residual_group
@@ -36,8 +37,8 @@ def _batch(structures, cutoff, **keys):
     return collate([from_ase(a, cutoff, dtype=torch.get_default_dtype(), **keys) for a in structures])
 
 
-def _fit(model, loss_fn, steps, lr, **optimizer_options):
-    optimizer = make_optimizer(model, lr, **optimizer_options)
+def _fit(model, loss_fn, steps, lr, optimizer=None):
+    optimizer = make_optimizer(model, lr) if optimizer is None else optimizer
     for _ in range(steps):
         optimizer.zero_grad()
         loss = loss_fn(model)
@@ -138,3 +139,185 @@ def test_perovskite_residual_group_is_the_polar_phase(perovskite_run):
     # crystal's polar group
     assert unrestricted.schoenflies in ("Cinfv", expected)
     assert abs(float(unrestricted.principal_axis @ axis)) > 1 - 1e-9
+
+
+# ----------------------------------------------------------------------------- field_md
+@pytest.fixture(scope="module")
+def field_model():
+    field = np.array([0.0, 0.6, 0.8])
+    with _float64():
+        torch.manual_seed(0)
+        snapshots = field_md(n=6, seed=0, field=field, frames_per_trajectory=3, equilibration=10, stride=5,
+                             symmetrize=True)
+        batch = _batch(snapshots, 6.0, node_features=("charges",), energy_key="REF_energy",
+                       forces_key="REF_forces")
+        energy, forces = batch.graph_targets["energy"], batch.node_targets["forces"]
+        atoms_per_graph = torch.bincount(batch.batch).to(energy.dtype)
+        config = RelaxedNetworkConfig(
+            species=[29, 79], cutoff=6.0, output="energy", num_layers=1, irreps_hidden="8x0e+4x1o+2x2e",
+            lmax=2, irreps_relaxed=2, node_features={"charges": "0e"}, num_radial_basis=6, radial_neurons=16,
+            num_neighbors=7.0, atomic_energies=[float(energy.mean() / atoms_per_graph.mean())] * 2,
+        )
+        model = RelaxedNetwork(config)
+
+        def loss_fn(model):
+            out = model(batch, compute_forces=True)
+            e_loss = (((out["energy"] - energy) / atoms_per_graph) ** 2).mean()
+            return e_loss / energy.var() * atoms_per_graph.mean() ** 2 + ((out["forces"] - forces) ** 2).mean() \
+                / (forces ** 2).mean()
+
+        model.train()
+        first = float(loss_fn(model).detach())
+        last = _fit(model, loss_fn, steps=30, lr=1e-2)
+        model.eval()
+    return model, field / np.linalg.norm(field), first, last
+
+
+@pytest.mark.slow
+def test_field_md_residual_group_is_cinfv_about_the_field(field_model):
+    model, axis, first, last = field_model
+    assert last < first
+    with _float64():
+        group = residual_group(model)
+    assert group.schoenflies == "Cinfv"
+    assert abs(float(group.principal_axis @ torch.as_tensor(axis))) > 1 - 1e-9
+    polar = _theta_blocks(model, "1o")
+    assert polar.norm() > 1e-3  # the field is learned, not merely allowed
+
+
+# ----------------------------------------------------------------------------- lorentz
+def _lorentz_model(E, B, steps=150):
+    with _float64():
+        torch.manual_seed(0)
+        samples = lorentz(n=12, seed=0, E=E, B=B, coulomb=0.1, symmetrize=True)
+        batch = _batch(samples, 8.0, node_features=("velocities", "charges", "masses"),
+                       node_targets=("accelerations",))
+        y = batch.node_targets["accelerations"]
+        config = RelaxedNetworkConfig(
+            species=[1], cutoff=8.0, output="node", irreps_out="1o", num_layers=1,
+            irreps_hidden="8x0e+4x1o+4x1e", lmax=1, irreps_relaxed="0e+1o+1e", relax_at="node",
+            node_features={"velocities": "1o", "charges": "0e", "masses": "0e"},
+            num_radial_basis=4, radial_neurons=8, num_neighbors=4.0,
+        )
+        model = RelaxedNetwork(config)
+
+        def loss_fn(model):
+            return ((model(batch)["node_output"] - y) ** 2).mean() / (y ** 2).mean()
+
+        first = float(loss_fn(model).detach())
+        last = _fit(model, loss_fn, steps=steps, lr=2e-2)
+    return model, first, last
+
+
+def _cosines(blocks, direction):
+    direction = torch.as_tensor(direction, dtype=blocks.dtype)
+    direction = direction / direction.norm()
+    return (blocks @ direction).abs() / blocks.norm(dim=1)
+
+
+@pytest.fixture(scope="module")
+def lorentz_parallel():
+    return _lorentz_model(E=(0.0, 0.0, 1.0), B=(0.0, 0.0, 1.5))
+
+
+@pytest.fixture(scope="module")
+def lorentz_crossed():
+    return _lorentz_model(E=(1.0, 0.0, 0.0), B=(0.0, 1.0, 0.0))
+
+
+@pytest.mark.slow
+def test_lorentz_parallel_fields_polar_along_E_axial_along_B(lorentz_parallel):
+    model, first, last = lorentz_parallel
+    assert last < 0.2 * first
+    polar, axial = _theta_blocks(model, "1o"), _theta_blocks(model, "1e")
+    assert polar.norm(dim=1).min() > 1e-2 and axial.norm(dim=1).min() > 1e-2
+    assert _cosines(polar, [0, 0, 1]).min() > 0.99
+    assert _cosines(axial, [0, 0, 1]).min() > 0.99
+    with _float64():
+        group = residual_group(model)
+    assert group.schoenflies == "Cinf"  # a polar and an axial vector on one axis: rotations only
+
+
+@pytest.mark.slow
+def test_lorentz_crossed_fields_axial_along_B_and_mirror_kept(lorentz_crossed):
+    model, first, last = lorentz_crossed
+    assert last < 0.2 * first
+    E, B = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    polar, axial = _theta_blocks(model, "1o"), _theta_blocks(model, "1e")
+    assert axial.norm(dim=1).min() > 1e-2
+    assert _cosines(axial, B).min() > 0.99
+    # Cs (mirror normal to B) leaves every polar vector in the E-(E x B) plane invariant, so the
+    # 1o weights are confined to that plane, though not necessarily along E within it
+    assert _cosines(polar, B).max() < 1e-8
+    assert float((polar @ torch.as_tensor(E)).abs().max()) > 1e-2
+    with _float64():
+        group = residual_group(model)
+    assert group.schoenflies == "Cs"
+    assert abs(float(group.principal_axis @ torch.as_tensor(B))) > 1 - 1e-9
+
+
+# ----------------------------------------------------------------------------- shape deformation
+def _shape_model(target, target_key, irreps_out, steps, plain_adam=False):
+    with _float64():
+        torch.manual_seed(0)
+        samples = shape_deformation(n=6, seed=0, target=target, lmax=4)
+        batch = _batch(samples, 6.0, node_targets=(target_key,))
+        y = batch.node_targets[target_key]
+        config = RelaxedNetworkConfig(
+            species=[6], cutoff=6.0, output="node", irreps_out=irreps_out, num_layers=1,
+            irreps_hidden="8x0e+4x1o+4x2e+2x4e", lmax=4, irreps_relaxed=4,
+            num_radial_basis=4, radial_neurons=8, num_neighbors=7.0,
+        )
+        model = RelaxedNetwork(config)
+
+        def loss_fn(model):
+            return ((model(batch)["node_output"] - y) ** 2).mean() / (y ** 2).mean()
+
+        first = float(loss_fn(model).detach())
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-2) if plain_adam else None
+        last = _fit(model, loss_fn, steps=steps, lr=2e-2, optimizer=optimizer)
+    return model, first, last
+
+
+@pytest.mark.slow
+def test_shape_cube_to_prism_breaks_only_by_2e_and_4e():
+    from e3nn import o3
+
+    model, first, last = _shape_model("prism", "displacements", "1o", steps=60)
+    assert last < 0.1 * first
+    with _float64():
+        group = residual_group(model, within="Oh")
+        d4h_4e = point_group("D4h").invariant_projector("4e", dtype=torch.float64)
+        y2_z = o3.spherical_harmonics(2, torch.tensor([0.0, 0.0, 1.0]), normalize=True)
+    assert group.schoenflies == "D4h"
+    assert abs(float(group.principal_axis[2])) > 1 - 1e-9
+    for ir in ("0o", "1o", "1e", "2o", "3o", "3e", "4o"):
+        assert float(_theta_blocks(model, ir).abs().max()) < 1e-12, ir  # Curie: odd and l=1,3 never move
+    quadrupole = _theta_blocks(model, "2e")
+    assert quadrupole.norm(dim=1).min() > 1e-3
+    assert _cosines(quadrupole, y2_z).min() > 1 - 1e-9  # along the stretch axis
+    hexadecapole = _theta_blocks(model, "4e")
+    assert torch.allclose(hexadecapole @ d4h_4e.T, hexadecapole, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_shape_cube_to_cube_keeps_oh():
+    model, first, last = _shape_model("cube", "signal", "0e+1o+2e+3o+4e", steps=40)
+    assert last < first
+    with _float64():
+        assert residual_group(model, within="Oh").schoenflies == "Oh"
+        oh_4e = point_group("Oh").invariant_projector("4e", dtype=torch.float64)
+    hexadecapole = _theta_blocks(model, "4e")  # only the cubic harmonic may appear
+    assert torch.allclose(hexadecapole @ oh_4e.T, hexadecapole, atol=1e-12)
+    for ir in ("1o", "1e", "2e", "3o"):
+        assert float(_theta_blocks(model, ir).abs().max()) < 1e-12, ir
+
+
+@pytest.mark.slow
+def test_plain_adam_on_theta_breaks_curie():
+    """Negative control: per-element Adam on θ leaves the D4h-invariant subspace on the same data."""
+    model, first, last = _shape_model("prism", "displacements", "1o", steps=30, plain_adam=True)
+    with _float64():
+        group = residual_group(model, within="Oh")
+    assert group.schoenflies != "D4h" and group.is_subgroup_of(point_group("D4h"))
+    assert max(float(_theta_blocks(model, ir).abs().max()) for ir in ("1o", "3o", "1e")) > 1e-6

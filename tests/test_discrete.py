@@ -487,3 +487,25 @@ def test_train_dynamics_smoke(tmp_path):
         train_dynamics({**config, "epoch": 3})
     with pytest.raises(ValueError, match="model"):
         train_dynamics({**config, "model": "mlp"})
+
+
+@pytest.mark.parametrize("variant", ["pooling", "attention", "ranking"])
+def test_graph_without_edges(variant):
+    """Isolated particles: only the node term and the velocity term act, still equivariant."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        group = point_group("D4h")
+        model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
+        _scale_up(model, readout=3.0)
+        pos = torch.randn(3, 3, requires_grad=True)
+        vel, attr = torch.randn(3, 3), torch.ones(3, 1)
+        none = torch.zeros(0, dtype=torch.long)
+        out = model(pos, vel, attr, none, none)
+        out.sum().backward()
+        assert torch.isfinite(pos.grad).all()
+        for g in group.elements:
+            assert _rel_err(model(pos @ g.T, vel @ g.T, attr, none, none), out @ g.T) < 1e-10
+        with pytest.raises(ValueError, match="pos"):
+            model(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 1), none, none)
+    finally:
+        torch.set_default_dtype(torch.float32)

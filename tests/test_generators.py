@@ -289,3 +289,38 @@ def test_generate_cli_errors_leave_no_file(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
     assert main(["generate", "--list"]) == 0
     assert "perovskite_distortion" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- symmetrised data sets
+def test_lorentz_symmetrize_adds_exact_images():
+    from relaxed_e3nn.groups import point_group
+
+    samples = lorentz(n=2, seed=0, E=(0, 0, 1), B=(0, 0, 2), symmetrize=True)
+    assert len(samples) == 8 and {s.info["symmetrized_by"] for s in samples} == {"C4"}
+    base = samples[0]
+    images = samples[:4]
+    rotations = point_group("C4").elements.numpy()
+    for image in images:
+        # the image is g·base for exactly one rotation g of C4 about z, targets included
+        g = [r for r in rotations if np.allclose(base.positions @ r.T, image.positions, atol=1e-12)]
+        assert len(g) == 1
+        assert np.allclose(image.arrays["velocities"], base.arrays["velocities"] @ g[0].T, atol=1e-12)
+        assert np.allclose(image.arrays["accelerations"], base.arrays["accelerations"] @ g[0].T, atol=1e-12)
+    crossed = lorentz(n=1, seed=0, E=(1, 0, 0), B=(0, 1, 0), symmetrize=True)
+    assert len(crossed) == 2 and np.allclose(crossed[1].positions[:, 1], -crossed[0].positions[:, 1])
+    with pytest.raises(TypeError):
+        lorentz(n=1, symmetrize="yes")
+
+
+def test_field_md_symmetrize_adds_exact_images():
+    snapshots = field_md(n=1, seed=0, field=(0.0, 0.0, 0.5), frames_per_trajectory=1, equilibration=2, stride=2,
+                         symmetrize=True)
+    assert len(snapshots) == 8 and snapshots[0].info["symmetrized_by"] == "C4v"
+    base = snapshots[0]
+    for image in snapshots[1:]:
+        assert image.info["REF_energy"] == base.info["REF_energy"]
+        g, *_ = np.linalg.lstsq(base.positions - base.positions.mean(0), image.positions - image.positions.mean(0),
+                                rcond=None)
+        g = g.T  # image = base @ g.T
+        assert np.allclose(g @ g.T, np.eye(3), atol=1e-10) and np.allclose(g @ [0, 0, 1], [0, 0, 1], atol=1e-10)
+        assert np.allclose(image.arrays["REF_forces"], base.arrays["REF_forces"] @ g.T, atol=1e-10)

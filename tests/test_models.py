@@ -12,8 +12,7 @@ from e3nn import o3
 
 from relaxed_e3nn.data import collate, from_ase
 from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig
-from relaxed_e3nn.models._network import default_dtype
-from relaxed_e3nn.nn import relaxed_parameters, rotate
+from relaxed_e3nn.nn import relaxed_parameters
 
 SMALL = dict(irreps_hidden="8x0e+2x0o+4x1o+4x1e+2x2e+2x2o", num_layers=2, num_radial_basis=6, radial_neurons=16,
              num_neighbors=6.0, lmax=2)
@@ -80,8 +79,7 @@ def make(dtype, fresh=False, **kwargs):
             strict = _CACHE[strict_key]
             model = RelaxedNetwork.from_equivariant(strict, fields["irreps_relaxed"], fields["relax_at"])
         else:
-            with default_dtype(dtype):
-                model = RelaxedNetwork(RelaxedNetworkConfig(**fields))
+            model = RelaxedNetwork(RelaxedNetworkConfig(**fields), dtype=dtype)
         if fresh:
             return model
         _CACHE[key] = model
@@ -165,6 +163,38 @@ def test_joint_equivariance_with_broken_theta(dtype):
             assert rel_err(rot["energy"], out["energy"], floor=1.0) < tol
             assert rel_err(rot["forces"], out["forces"] @ Rt.T) < tol
             assert rel_err(rot["stress"], Rt @ out["stress"] @ Rt.T) < tol
+
+
+def test_polar_vector_theta_keeps_exactly_c_inf_v(dtype):
+    """theta = 0e + (1o along z) in every layer: the whole network keeps C_inf_v about z
+    (rotations about z, mirrors containing z) exactly and breaks the rest."""
+    model = make(dtype, relaxed=True)
+    graph = from_ase(crystal(10), CUTOFF, dtype=dtype)
+    saved = [theta.detach().clone() for _, _, theta in relaxed_parameters(model)]
+    try:
+        with torch.no_grad():
+            for _, irreps, theta in relaxed_parameters(model):
+                start = 0
+                for mul, ir in irreps:
+                    if ir == o3.Irrep("1o"):
+                        theta[start + 2] = 0.4  # l = 1 components are (x, y, z)
+                    start += mul * ir.dim
+        angle = torch.tensor(1.234, dtype=torch.float64)
+        c, s = torch.cos(angle), torch.sin(angle)
+        kept = [
+            torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64),  # C(angle) about z
+            torch.tensor([[-c, s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64),  # mirror containing z
+        ]
+        broken = [-torch.eye(3, dtype=torch.float64),  # inversion
+                  torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)),  # mirror normal to z
+                  torch.tensor([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=torch.float64)]  # C4 about x
+        assert max(energy_errors(model, graph, kept, True).values()) < relative_tolerance(dtype)
+        for R in broken:
+            assert energy_errors(model, graph, [R], True)["forces"] > 1e-3
+    finally:
+        with torch.no_grad():
+            for (_, _, theta), old in zip(relaxed_parameters(model), saved):
+                theta.copy_(old)
 
 
 IRREPS_SIGNAL = "0e+0o+1o+1e+2e+2o"
@@ -281,7 +311,8 @@ def test_relaxed_from_equivariant_equals_strict_twin(dtype):
     b = relaxed(graphs, compute_forces=True, compute_stress=True)
     atol = {torch.float32: 1e-6, torch.float64: 1e-12}[dtype]
     for key in ("energy", "forces"):
-        assert (a[key] - b[key]).abs().max() <= atol * max(1.0, float(a[key].abs().max()))
+        difference, size = (a[key] - b[key]).detach().abs().max(), a[key].detach().abs().max()
+        assert float(difference) <= atol * max(1.0, float(size))
     assert torch.allclose(a["stress"][0], b["stress"][0], rtol=0, atol=atol)
     with broken_theta(relaxed):  # the twin is only equal while theta_breaking = 0
         assert (relaxed(graphs)["energy"] - a["energy"]).abs().max() > 1e-4
@@ -325,7 +356,7 @@ def test_batch_composition_does_not_matter(dtype):
 # --------------------------------------------------------------------------- derivatives
 def _energy(model, graph, pos, cell=None):
     g = dataclasses.replace(graph, pos=pos, cell=graph.cell if cell is None else cell)
-    return float(model(g)["energy"].sum())
+    return float(model(g)["energy"].detach().sum())
 
 
 def test_forces_and_stress_match_finite_differences():
@@ -418,7 +449,8 @@ def test_unknown_species_and_bad_graphs_raise():
     model = make(torch.float64)
     hnof = Atoms("HNOF", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.1, 0], [0, 0, 1.2]])
     graph = from_ase(hnof, CUTOFF, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"atomic numbers \[7, 9\] are not among the model's species \[1, 6, 8, 29, 79\]"):
+    message = r"atomic numbers \[7, 9\] are not among the model's species \[1, 6, 8, 29, 79\]"
+    with pytest.raises(ValueError, match=message):
         model(graph)
     water_atoms = Atoms("H2O", positions=[[0, 0, 0], [0.9, 0.3, 0], [2.1, 2.8, 0.2]])
     water = from_ase(water_atoms, CUTOFF, dtype=torch.float64)

@@ -93,11 +93,12 @@ def test_theta_linear_map_matches_e3nn_right(dtype):
     irreps_in, irreps_theta, irreps_out = o3.Irreps("2x0e+2x1o+1x2e"), o3.Irreps("2x0e+0o+1o+1e+2x2e"), \
         o3.Irreps("1x0e+1x0o+2x1o+1x1e+1x2e")
     linear_map = ThetaLinearMap(irreps_in, irreps_theta, irreps_out)
-    instructions = [(i, j, k, "uvw", True) for i, j, k, _, _ in linear_map.instructions]
+    instructions = [(i, j, k, "uvw", True) for i, j, k in linear_map.instructions]
     tp = o3.TensorProduct(irreps_in, irreps_theta, irreps_out, instructions, internal_weights=True,
                           shared_weights=True, compile_right=True)
     with torch.no_grad():
-        tp.weight.copy_(linear_map.weight)
+        for (_, view), e3nn_view in zip(linear_map.weight_views(), tp.weight_views()):
+            e3nn_view.copy_(view)
     theta = torch.randn(irreps_theta.dim)
     torch.testing.assert_close(linear_map(theta), tp.right(theta), atol=10 * relative_tolerance(dtype), rtol=0)
     # and it is the tensor product applied to x

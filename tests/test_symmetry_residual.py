@@ -1,5 +1,6 @@
 """residual_group: the largest point group leaving relaxed weights invariant."""
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_wigner_matches_e3nn(float64_default):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FINITE)
 def test_finite_groups_recovered_exactly(name):
-    gen = torch.Generator().manual_seed(hash(name) % 1000)
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     frame = o3.rand_matrix(dtype=torch.float64)
     H = point_group(name, frame=frame)
     # the catalogue's projector agrees with an independent average over the elements
@@ -241,3 +242,36 @@ def test_bad_input_raises():
         residual_group(torch.zeros(4), "0e+1o", within="Q7")
     with pytest.raises(ValueError, match="RelaxedWeights"):
         residual_group(torch.nn.Linear(2, 2))
+
+
+def test_axis_orders_beyond_lmax_are_continuous():
+    """C5v-invariant weights with l <= 4 have only m = 0 parts: reported as Cinfv (documented)."""
+    gen = torch.Generator().manual_seed(8)
+    frame = o3.rand_matrix(dtype=torch.float64)
+    c5v = point_group("C5v", frame=frame)
+    low = o3.Irreps("2x0e+2x1o+2x2e+2x3o+2x4e")
+    res = find_residual_symmetry(invariant_theta(c5v, gen, low), low)
+    assert res.group.schoenflies == "Cinfv" and res.resolution == 4
+    assert res.group.is_subgroup_of(point_group("Cinfv", frame=frame))
+    high = o3.Irreps("2x0e+2x1o+2x2e+2x3o+2x4e+2x5o")
+    assert same_elements(residual_group(invariant_theta(c5v, gen, high), high), c5v, 1e-8)
+
+
+def test_details_and_absolute_tolerance():
+    theta = torch.tensor([1.0, 0.0, 0.0, 0.3, 0.5, 0.0, 0.0], dtype=torch.float64)  # 0e + 1o(z) + 1e(x)
+    res = find_residual_symmetry(theta, "0e+1o+1e")
+    assert res.group.schoenflies == "Cs"  # mirror with normal x: keeps the polar z and the axial x
+    assert res.scale == pytest.approx(math.sqrt(0.34), rel=1e-12)
+    assert res.max_error <= res.tol
+    assert [a["symbol"] for a in res.axes] == ["σ"]
+    assert abs(abs(res.axes[0]["axis"][0]) - 1) < 1e-9
+    # a polar part below the relative tolerance is ignored: the axial x alone is Cinfh about x
+    tiny = theta.clone()
+    tiny[3] = 1e-9
+    assert residual_group(tiny, "0e+1o+1e").schoenflies == "Cinfh"
+    # an absolute slack larger than the whole non-scalar part: nothing breaks
+    assert residual_group(theta, "0e+1o+1e", atol=2.0).schoenflies == "O3"
+    errs = symmetry_errors(theta, "0e+1o+1e", point_group("C2v"))
+    assert errs.shape == (4,) and errs.min() < 1e-12 and errs.max() > 1.0
+    # scalars only, inside a parent: the parent itself
+    assert residual_group(torch.tensor([2.0, 0.0, 0.0, 0.0]), "0e+1o", within="D4h").schoenflies == "D4h"

@@ -158,6 +158,14 @@ def test_node_targets_from_generator_with_ema(tmp_path):
         epochs=3, ema_decay=0.5, data={"node_targets": ["displacements"], "val_fraction": 0.2},
         extra_model={"output": "node", "irreps_out": "1o", "cutoff": 3.0})
     result = train(config)
+    # the untrained network predicts zero displacement on the centrosymmetric cubic inputs (θ = 0):
+    # the fitted scale stays bounded by the data's size instead of dividing by ~0
+    from relaxed_e3nn.data.generators import GENERATORS
+
+    frames = GENERATORS["perovskite_distortion"](n=10, seed=0, supercells=[1])
+    rms = float(np.sqrt(np.mean(np.concatenate([a.arrays["displacements"] for a in frames]) ** 2)))
+    assert 0 < result.model.config.scale <= 10.0 * rms * (1 + 1e-9)
+    assert result.history[-1]["val_displacements_mae"] < 10 * rms
     row = result.history[-1]
     assert {"val_displacements_mae", "val_displacements_rmse", "val_loss"} <= set(row)
     assert "val_energy_mae" not in row
@@ -167,6 +175,29 @@ def test_node_targets_from_generator_with_ema(tmp_path):
     raw = checkpoint["model"]["state_dict"]
     final = result.model.state_dict()
     assert any(not torch.equal(raw[k], final[k].cpu()) for k in raw if raw[k].is_floating_point())
+
+
+def test_graph_vector_target(tmp_path):
+    frames = emt_copper_frames(8, seed=3, symbols="CuAu", periodic=False)
+    for atoms in frames:
+        charges = np.where(atoms.numbers == 79, 1.0, -1.0)
+        centred = atoms.positions - atoms.positions.mean(axis=0)
+        atoms.info["polarity"] = (charges[:, None] * centred).sum(axis=0)
+        atoms.calc = None
+    path = tmp_path / "polarity.xyz"  # ("dipole" would be read back as a calculator result)
+    ase.io.write(str(path), frames)
+    config = tiny_train_config(str(path), tmp_path / "run", epochs=2, data={"graph_targets": ["polarity"]},
+                               extra_model={"output": "graph", "irreps_out": "1o", "graph_reduce": "sum"},
+                               loss={"polarity": 2.0})
+    result = train(config)
+    row = result.history[-1]
+    assert {"val_polarity_mae", "val_polarity_rmse"} <= set(row) and np.isfinite(row["val_loss"])
+    assert row["val_loss"] == pytest.approx(2.0 * row["val_polarity_rmse"] ** 2, rel=1e-12)
+    # a target whose size disagrees with irreps_out is refused
+    bad = tiny_train_config(str(path), tmp_path / "bad", epochs=1, data={"graph_targets": ["polarity"]},
+                            extra_model={"output": "graph", "irreps_out": "0e+1o"})
+    with pytest.raises(ValueError, match="irreps_out has dimension 4 but the targets"):
+        train(bad)
 
 
 def test_early_stopping_when_nothing_improves(tmp_path):
@@ -204,6 +235,23 @@ def test_no_progress_bar_unless_asked(tmp_path, capsys):
     assert "loss=" not in capsys.readouterr().err
 
 
+def test_given_validation_and_test_files(tmp_path):
+    train_file = write_emt_copper(tmp_path / "train.xyz", n=4, seed=0)
+    val_file = write_emt_copper(tmp_path / "val.xyz", n=2, seed=1)
+    test_file = write_emt_copper(tmp_path / "test.xyz", n=3, seed=2)
+    config = tiny_train_config(str(train_file), tmp_path / "run", epochs=1,
+                               data={"val": str(val_file), "test": str(test_file), "test_fraction": 0.5})
+    result = train(config)
+    split = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["split"]
+    assert split == {"n": 4, "train": [0, 1, 2, 3], "val": [], "test": []}
+    model = result.model
+    frames = ase.io.read(str(test_file), ":")
+    expected = evaluate(model, graphs_for_model(model, frames))
+    assert result.test_metrics["forces_mae"] == pytest.approx(expected["forces_mae"], rel=1e-12)
+    with pytest.raises(ValueError, match="graphs is empty"):
+        evaluate(model, [])
+
+
 def test_pymatgen_json_and_cif_with_targets(tmp_path):
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -234,6 +282,7 @@ def test_pymatgen_json_and_cif_with_targets(tmp_path):
     ({"data": {"train": "UNLABELLED"}}, "have no energy"),
     ({"data": {"train": "EMPTY"}}, "data.train"),
     ({"data": {"val_fraction": 0.5, "test_fraction": 0.4}}, "too few"),
+    ({"model": {"num_layers": "two"}}, "num_layers must be an int"),
 ])
 def test_bad_input_fails_before_training(tmp_path, change, match):
     data = write_emt_copper(tmp_path / "cu.xyz", n=3, seed=0)

@@ -1,42 +1,173 @@
-"""``relaxed-e3nn demo`` (placeholder): build the graph of an embedded structure and describe it.
+"""``relaxed-e3nn demo``: discover the symmetry of a ferroelectric distortion from data.
 
-This placeholder is to be replaced by the symmetry-discovery demo.
+Ideal cubic ABO3 perovskites (input symmetry Oh at every site) are mapped to the ionic
+displacements of a polar phase (P4mm by default: every displacement along [001]). A strictly
+O(3)-equivariant network cannot predict anything but zero on centrosymmetric sites (Curie's
+principle); its relaxed twin learns relaxed weights θ whose residual symmetry, read back by
+:class:`relaxed_e3nn.symmetry.SymmetryReport`, is the polar group of the phase (C4v about [001]).
+Both are trained with :func:`relaxed_e3nn.train.train` on generated data and compared on
+held-out compositions.
 """
 import argparse
+import sys
+import time
+from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-_HELP = "placeholder demo: build and describe the graph of a small built-in structure"
-_DESCRIPTION = (
-    "Placeholder, to be replaced by the symmetry-discovery demo. Builds the atomic graph of a "
-    "built-in structure (bulk fcc Cu or a methane molecule) and prints its atoms, edges and cell."
-)
+_PHASE_TEXT = {"P4mm": "tetragonal P4mm, displacements along [001]",
+               "Amm2": "orthorhombic Amm2, displacements along [011]",
+               "R3m": "rhombohedral R3m, displacements along [111]"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("demo", help=_HELP, description=_DESCRIPTION)
-    parser.add_argument("--structure", choices=["Cu", "CH4"], default="Cu", help="built-in structure (default: Cu)")
-    parser.add_argument("--cutoff", type=float, default=3.0, help="neighbour-list cutoff in Angstrom (default: 3.0)")
+    parser = subparsers.add_parser(
+        "demo",
+        help="train a strict and a relaxed model on cubic -> P4mm perovskites and report the learned symmetry",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    parser.add_argument("--out", default="demo_output",
+                        help="output directory (default: demo_output/); a previous demo run there is replaced")
+    parser.add_argument("--phase", choices=sorted(_PHASE_TEXT), default="P4mm", help="polar phase (default: P4mm)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds of training (for tests and smoke runs)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 80, quick: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and models (default: 0)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
 
 
+def _settings(args):
+    if args.quick:
+        settings = dict(n_train=16, n_test=8, epochs=3, batch_size=8)
+    else:
+        settings = dict(n_train=96, n_test=32, epochs=80, batch_size=8)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        settings["epochs"] = args.epochs
+    return settings
+
+
+def _train_config(out_dir: Path, data_dir: Path, settings, seed: int, strict: bool, progress: bool, species):
+    return {
+        "output_dir": str(out_dir),
+        "seed": seed,
+        "dtype": "float64",
+        "device": "cpu",
+        "epochs": settings["epochs"],
+        "batch_size": settings["batch_size"],
+        "patience": 10,  # the strict twin's validation error cannot improve: it stops early
+        "strict": strict,
+        "progress": progress,
+        "data": {
+            "train": str(data_dir / "train.xyz"),
+            "test": str(data_dir / "test.xyz"),
+            "val_fraction": 0.125,
+            "node_targets": ["displacements"],
+        },
+        "model": {
+            "species": species,
+            "cutoff": 3.5,
+            "output": "node",
+            "irreps_out": "1o",
+            "num_layers": 1,
+            "irreps_hidden": "16x0e+8x1o+4x2e",
+            "lmax": 2,
+            "irreps_relaxed": 2,
+            "num_radial_basis": 6,
+            "radial_neurons": 16,
+            "num_neighbors": 10.0,
+        },
+        "optim": {"lr": 1e-2, "scheduler": "plateau", "lr_patience": 5},
+    }
+
+
+def _train_in_float64(train, config):
+    """Train with float64 as the default dtype, so that every constant the model builds (e3nn's
+    Clebsch-Gordan coefficients included) is exact to float64 and θ's symmetry is exact to round-off."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return train(config)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _rmse(model, structures, cutoff):
+    import torch
+
+    from relaxed_e3nn.data import collate, from_ase
+
+    with torch.no_grad():
+        batch = collate([from_ase(a, cutoff, node_targets=("displacements",), dtype=torch.float64) for a in structures])
+        prediction = model(batch)["node_output"]
+        target = batch.node_targets["displacements"]
+        return float(((prediction - target) ** 2).mean().sqrt()), float((target ** 2).mean().sqrt())
+
+
 def run(args) -> int:
-    from ase.build import bulk, molecule
+    import ase.io
 
-    from relaxed_e3nn.data import from_ase
+    from relaxed_e3nn._atomic import atomic_write
+    from relaxed_e3nn.data.generators import perovskite_compositions, perovskite_distortion
+    from relaxed_e3nn.symmetry import SymmetryReport
+    from relaxed_e3nn.train import train
 
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) if args.structure == "Cu" else molecule("CH4")
-    graph = from_ase(atoms, args.cutoff)
-    lengths = graph.edge_vec().norm(dim=1)
-    print(f"structure      : {args.structure} ({atoms.get_chemical_formula()})")
-    print(f"atoms          : {graph.num_nodes}")
-    print(f"edges          : {graph.num_edges} (cutoff {graph.cutoff} A)")
-    if graph.num_edges:
-        print(f"edge lengths   : {float(lengths.min()):.4f} .. {float(lengths.max()):.4f} A")
-    print(f"pbc            : {graph.pbc[0].tolist()}")
-    print("cell (rows, A) :")
-    for row in graph.cell[0].tolist():
-        print("    " + "  ".join(f"{x:8.4f}" for x in row))
-    print("(placeholder demo: to be replaced by the symmetry-discovery demo)")
+    settings = _settings(args)
+    out = Path(args.out)
+    data_dir = out / "data"
+    started = time.perf_counter()
+    print(f"relaxed-e3nn demo: ideal cubic ABO3 perovskites (input symmetry Oh) -> {_PHASE_TEXT[args.phase]}")
+
+    train_set = perovskite_distortion(n=settings["n_train"], seed=args.seed, phase=args.phase, split="train",
+                                      supercells=(1,))
+    test_set = perovskite_distortion(n=settings["n_test"], seed=args.seed + 1, phase=args.phase, split="test",
+                                     supercells=(1, 2))
+    for name, structures in (("train.xyz", train_set), ("test.xyz", test_set)):
+        with atomic_write(data_dir / name, mode="w") as handle:
+            ase.io.write(handle, structures, format="extxyz")
+    train_compositions, test_compositions = perovskite_compositions()
+    species = sorted({int(z) for a in train_set + test_set for z in a.numbers})
+    print(f"data: {len(train_set)} training cells from {len(train_compositions)} compositions; "
+          f"{len(test_set)} test cells (1x1x1 and 2x2x2) of {len(test_compositions)} held-out compositions "
+          f"({', '.join(a + b + 'O3' for a, b in test_compositions)}) -> {data_dir}/")
+
+    models, errors = {}, {}
+    for label, strict in (("strict", True), ("relaxed", False)):
+        kind = "strictly O(3)-equivariant twin" if strict else "relaxed model (learnable symmetry breaking θ)"
+        print(f"\ntraining the {kind}, {settings['epochs']} epochs ...", flush=True)
+        config = _train_config(out / label, data_dir, settings, args.seed, strict, args.progress, species)
+        stale = out / label / "checkpoint.pt"
+        if stale.is_file():  # a previous demo run in the same --out: start afresh, do not resume it
+            print(f"(replacing the previous demo run in {out / label}/)")
+            stale.unlink()
+        result = _train_in_float64(train, config)
+        models[label] = result.model
+        errors[label] = _rmse(result.model, test_set, config["model"]["cutoff"])
+
+    target_rms = errors["relaxed"][1]
+    print("\nheld-out compositions, displacement error (Å):")
+    print(f"    {'':24s}{'strict':>12s}{'relaxed':>12s}")
+    print(f"    {'RMSE':24s}{errors['strict'][0]:12.5f}{errors['relaxed'][0]:12.5f}")
+    print(f"    {'RMSE / target RMS':24s}{errors['strict'][0] / target_rms:12.3f}{errors['relaxed'][0] / target_rms:12.3f}")
+    print("    (the strict model predicts exactly zero on the centrosymmetric input sites: Curie's principle)")
+
+    report = SymmetryReport(models["relaxed"], within="Oh")
+    print("\n" + report.text())
+    with atomic_write(out / "report.txt", mode="w") as handle:
+        handle.write(report.text() + "\n")
+    with atomic_write(out / "report.json", mode="w") as handle:
+        handle.write(report.to_json())
+    plots = report.save_plots(str(out) + "/")
+    print("\nfiles:")
+    print(f"    {out}/report.txt, {out}/report.json   symmetry report (text, JSON)")
+    for path in plots:
+        print(f"    {path}")
+    for label in ("strict", "relaxed"):
+        print(f"    {out}/{label}/   trained model (model.pt), metrics, loss curve")
+    print(f"    {data_dir}/train.xyz, test.xyz   the generated data (extxyz)")
+    print(f"\ndone in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0

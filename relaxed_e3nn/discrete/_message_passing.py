@@ -213,7 +213,7 @@ class PointGroupMessagePassing(torch.nn.Module):
     def orbit_features(self, tuples: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """Per-element features ``relu(W (g X) + shift)``: tuples (M, k, 3), weight (K, k, 3) -> (M, |G|, K)."""
         m = tuples.shape[0]
-        pre = torch.einsum("mi,gic->mgc", tuples.reshape(m, -1), self._composed_weight(weight))
+        pre = torch.einsum("mi,gic->mgc", tuples.reshape(m, 3 * tuples.shape[1]), self._composed_weight(weight))
         return torch.relu_(pre + shift[:, None, :])  # in place: relu's backward needs only its result
 
     def _orbit_block(self, tuples, weight, shift, readout, pool: bool = True):
@@ -230,12 +230,12 @@ class PointGroupMessagePassing(torch.nn.Module):
             index = self._pair_representatives
             weight_g = self._composed_weight(weight)
             summed, per_channel = centrosymmetric_orbit_sum_and_readout(
-                tuples.reshape(m, -1), weight_g[index], shift, transported[index]
+                tuples.reshape(m, 3 * tuples.shape[1]), weight_g[index], shift, transported[index]
             )
             embedding = summed / self.group_order if self.reduce == "mean" else summed
         elif not pool or self.variant == "pooling":
             summed, per_channel = orbit_sum_and_readout(
-                tuples.reshape(m, -1), self._composed_weight(weight), shift, transported
+                tuples.reshape(m, 3 * tuples.shape[1]), self._composed_weight(weight), shift, transported
             )
             embedding = summed / self.group_order if self.reduce == "mean" else summed
         else:

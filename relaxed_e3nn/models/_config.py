@@ -18,14 +18,16 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parse_irreps(key: str, value) -> o3.Irreps:
     try:
         return o3.Irreps(value)
     except (ValueError, TypeError, AssertionError) as err:
-        raise ValueError(f"RelaxedNetworkConfig: {key} must be an irreps string such as '16x0e+8x1o', got {value!r}") from err
+        raise ValueError(
+            f"RelaxedNetworkConfig: {key} must be an irreps string such as '16x0e+8x1o', got {value!r}"
+        ) from err
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
-from relaxed_e3nn.models._network import RelaxedNetwork, default_dtype
+from relaxed_e3nn.models._network import RelaxedNetwork
 
 __all__ = ["save", "load", "model_to_dict", "model_from_dict", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -72,7 +72,9 @@ def model_to_dict(model: RelaxedNetwork) -> dict:
     }
 
 
-def model_from_dict(d: dict, map_location="cpu", *, dtype: torch.dtype = None, source: str = "model dict") -> RelaxedNetwork:
+def model_from_dict(
+    d: dict, map_location="cpu", *, dtype: torch.dtype = None, source: str = "model dict"
+) -> RelaxedNetwork:
     """Rebuild the model written by :func:`model_to_dict` (bitwise: same parameters, same outputs).
 
     The network is constructed in its floating dtype (e3nn's tensor-product constants take the
@@ -134,8 +136,7 @@ def model_from_dict(d: dict, map_location="cpu", *, dtype: torch.dtype = None, s
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source}: state_dict must be a dict of tensors")
 
-    with default_dtype(dtype):
-        model = RelaxedNetwork(config)
+    model = RelaxedNetwork(config, dtype=dtype)
     expected = model.state_dict()
     if set(state) != set(expected):
         missing = sorted(set(expected) - set(state))[:5]

@@ -73,18 +73,21 @@ class RelaxedNetwork(torch.nn.Module):
     At :math:`\theta_\text{breaking} = 0` a relaxed network is exactly E(3)-equivariant and, with
     the same weights, numerically identical to its strict twin (:meth:`from_equivariant`).
 
-    The network is built in ``torch.get_default_dtype()``. Build it in the dtype it will run in:
-    e3nn's tensor products hold their Wigner 3j constants as buffers, and ``.to(torch.float64)``
-    on a float32-built network keeps float32-accurate constants (equivariance errors ~1e-10
-    instead of ~1e-15). :func:`~relaxed_e3nn.models.model_from_dict` with ``dtype=`` converts
-    properly.
+    Build the network in the dtype it will run in (``dtype=``, default
+    ``torch.get_default_dtype()``): e3nn's tensor products hold their Wigner 3j constants as
+    buffers, and ``.to(torch.float64)`` on a float32-built network keeps float32-accurate
+    constants (equivariance errors ~1e-10 instead of ~1e-15).
+    :func:`~relaxed_e3nn.models.model_from_dict` with ``dtype=`` converts a built network properly.
 
     Parameters
     ----------
-    config : RelaxedNetworkConfig
-        The architecture; kept as ``self.config``. Change ``atomic_energies``, ``scale`` and
+    config : RelaxedNetworkConfig or dict
+        The architecture (a dict goes through ``RelaxedNetworkConfig.from_dict``); kept as
+        ``self.config``. Change ``atomic_energies``, ``scale`` and
         ``frame`` of a built network with :meth:`set_atomic_energies`, :meth:`set_scale` and
         :meth:`set_frame`.
+    dtype : torch.dtype, optional
+        Floating dtype of the parameters, buffers and e3nn constants.
 
     Attributes
     ----------
@@ -92,14 +95,20 @@ class RelaxedNetwork(torch.nn.Module):
         Irreps of the node input, node attribute, edge attribute and of the output.
     """
 
-    def __init__(self, config: RelaxedNetworkConfig, *, _convolutions=None):
+    def __init__(self, config: RelaxedNetworkConfig, *, dtype: Optional[torch.dtype] = None, _convolutions=None):
         # _convolutions (private): prebuilt convolutions, one per position, used by from_equivariant
         super().__init__()
         if isinstance(config, dict):
             config = RelaxedNetworkConfig.from_dict(config)
         if not isinstance(config, RelaxedNetworkConfig):
             raise TypeError(f"RelaxedNetwork: config must be a RelaxedNetworkConfig, got {type(config).__name__}")
-        self.config = copy.deepcopy(config)
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"RelaxedNetwork: dtype must be a floating torch.dtype, got {dtype!r}")
+        with default_dtype(dtype if dtype is not None else torch.get_default_dtype()):
+            self._build(copy.deepcopy(config), _convolutions)
+
+    def _build(self, config: RelaxedNetworkConfig, prebuilt) -> None:
+        self.config = config
         cfg = self.config
         num_species = len(cfg.species)
 
@@ -152,8 +161,8 @@ class RelaxedNetwork(torch.nn.Module):
             )
         self.layers = torch.nn.ModuleList()
         for irreps_in, gate in zip(chain, gates):
-            self.layers.append(_GatedLayer(self._make_convolution(irreps_in, gate.irreps_in, _convolutions), gate))
-        self.layers.append(self._make_convolution(irreps, self.irreps_out, _convolutions))
+            self.layers.append(_GatedLayer(self._make_convolution(irreps_in, gate.irreps_in, prebuilt), gate))
+        self.layers.append(self._make_convolution(irreps, self.irreps_out, prebuilt))
 
     def _make_convolution(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, prebuilt=None) -> torch.nn.Module:
         cfg = self.config
@@ -219,7 +228,7 @@ class RelaxedNetwork(torch.nn.Module):
                 )
                 for layer in model.layers
             ]
-            relaxed = cls(config, _convolutions=convolutions)
+            relaxed = cls(config, dtype=reference.dtype, _convolutions=convolutions)
         relaxed = relaxed.to(device=reference.device, dtype=reference.dtype)
         with torch.no_grad():
             relaxed.atomic_energies.copy_(model.atomic_energies)
@@ -284,7 +293,7 @@ class RelaxedNetwork(torch.nn.Module):
         if graph.pos.dtype != dtype:
             raise TypeError(
                 f"RelaxedNetwork: graph.pos has dtype {graph.pos.dtype} but the model is {dtype}; "
-                f"use graph.to(dtype={dtype}) or model.to({dtype})"
+                f"use graph.to(dtype={dtype}) (or a model built in {graph.pos.dtype})"
             )
         if graph.num_nodes == 0:
             raise ValueError("RelaxedNetwork: graph has no atoms")

@@ -4,7 +4,7 @@ r"""The :math:`\theta`-dependent linear maps through which relaxed weights enter
 map of :math:`x` that is formed once per forward pass and applied as one matrix product, instead of a
 tensor product per node or per edge.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 from e3nn import o3
@@ -23,10 +23,12 @@ class ThetaLinearMap(torch.nn.Module):
 
     over every path :math:`\mathrm{ir}_i \otimes \mathrm{ir}_j \to \mathrm{ir}_k` allowed by the selection
     rules, with :math:`C` e3nn's Wigner 3j symbols and e3nn's default normalisation
-    (:math:`\alpha_k = \sqrt{(2l_k+1)/\mathrm{fan\_in}_k}`, ``component`` irreps and ``element`` paths), so it
-    equals ``o3.TensorProduct(irreps_in, irreps_relaxed, irreps_out, uvw instructions).right(theta)``. It is
-    built directly with ``einsum`` (no code generation), which keeps construction cheap and the module
-    picklable.
+    (:math:`\alpha_k = \sqrt{(2l_k+1)/\mathrm{fan\_in}_k}`, ``component`` irreps and ``element`` paths): it
+    equals ``o3.TensorProduct(irreps_in, irreps_relaxed, irreps_out, uvw instructions).right(theta)`` with
+    the same path weights (see :meth:`weight_views`). It is computed as one product
+    :math:`\theta\,G` with a fixed coupling matrix :math:`G` (3j symbols times :math:`\alpha`), then one
+    matrix product with the weights per block :math:`(i, k)`: no code generation, cheap to build,
+    picklable and ``torch.compile``-friendly.
 
     The weights of paths through a ``0e`` copy of :math:`\theta` start at zero, the others at
     :math:`\mathcal N(0, 1)`, so with :math:`\theta_\mathrm{breaking} = 0` the map is exactly :math:`0` (exactly
@@ -49,80 +51,120 @@ class ThetaLinearMap(torch.nn.Module):
         if identity and self.irreps_in != self.irreps_out:
             raise ValueError(f"identity=True needs irreps_in == irreps_out, got {self.irreps_in} and {self.irreps_out}")
         self.identity = bool(identity)
-        instructions = []
+        self.dim_in, self.dim_relaxed, self.dim_out = self.irreps_in.dim, self.irreps_relaxed.dim, self.irreps_out.dim
         fan_in = [0] * len(self.irreps_out)
+        paths = {}
         for i, (mul_in, ir_in) in enumerate(self.irreps_in):
-            for j, (mul_theta, ir_theta) in enumerate(self.irreps_relaxed):
-                for k, (_, ir_out) in enumerate(self.irreps_out):
+            for k, (_, ir_out) in enumerate(self.irreps_out):
+                for j, (mul_theta, ir_theta) in enumerate(self.irreps_relaxed):
                     if ir_out in ir_in * ir_theta:
-                        instructions.append((i, j, k))
+                        paths.setdefault((i, k), []).append(j)
                         fan_in[k] += mul_in * mul_theta
-        # (i, j, k, weight offset, alpha)
-        self.instructions: List[Tuple[int, int, int, int, float]] = []
-        offset = 0
-        scalar_theta = []
-        for i, j, k in instructions:
+        # one block per (i, k): the theta copies of all its paths stacked along one axis V
+        self._blocks: List[Tuple[int, int, Tuple[int, ...], int, int, int, int, int, int]] = []
+        weight_offset, coupling_offset = 0, 0
+        scalar_weight = []
+        for (i, k), js in paths.items():
+            mul_in, ir_in = self.irreps_in[i]
             mul_out, ir_out = self.irreps_out[k]
-            alpha = ((2 * ir_out.l + 1) / fan_in[k]) ** 0.5
-            self.instructions.append((i, j, k, offset, alpha))
-            size = self.irreps_in[i].mul * self.irreps_relaxed[j].mul * mul_out
-            scalar_theta += [self.irreps_relaxed[j].ir == _SCALAR] * size
-            offset += size
-        weight = torch.randn(offset)
-        weight[torch.tensor(scalar_theta, dtype=torch.bool)] = 0.0
+            copies = sum(self.irreps_relaxed[j].mul for j in js)
+            self._blocks.append((i, k, tuple(js), copies, mul_in, mul_out, ir_in.dim, ir_out.dim, weight_offset))
+            for j in js:
+                scalar_weight.append((weight_offset, mul_in, copies, mul_out, j))
+            weight_offset += mul_in * copies * mul_out
+            coupling_offset += copies * ir_in.dim * ir_out.dim
+        self._fan_in = fan_in
+        self._coupling_sizes = [copies * dim_in * dim_out for (_, _, _, copies, _, _, dim_in, dim_out, _) in self._blocks]
+        self._row_sizes = [mul * ir.dim for mul, ir in self.irreps_in]
+        self._col_sizes = [mul * ir.dim for mul, ir in self.irreps_out]
+        weight = torch.randn(weight_offset)
+        for block in self._blocks:
+            view = self._block_weight(weight, block)
+            v = 0
+            for j in block[2]:
+                mul_theta, ir_theta = self.irreps_relaxed[j]
+                if ir_theta == _SCALAR:
+                    view[:, v:v + mul_theta, :] = 0.0
+                v += mul_theta
         self.weight = torch.nn.Parameter(weight)
-        self._w3j: Dict[Tuple[torch.dtype, torch.device], List[torch.Tensor]] = {}
+        # G is kept in float64 on the CPU (a plain attribute, untouched by .to()) and mirrored into a
+        # non-persistent buffer in the module's dtype and device; _apply refreshes the mirror from the
+        # float64 master, so a module built in float32 and moved to float64 keeps full precision
+        self._coupling_float64 = self._build_coupling()
+        self.register_buffer("coupling", self._coupling_float64.to(weight.dtype), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.coupling = self._coupling_float64.to(dtype=self.weight.dtype, device=self.weight.device)
+        return self
+
+    @staticmethod
+    def _block_weight(weight: torch.Tensor, block) -> torch.Tensor:
+        _, _, _, copies, mul_in, mul_out, _, _, offset = block
+        return weight[offset:offset + mul_in * copies * mul_out].view(mul_in, copies, mul_out)
 
     @property
     def num_paths(self) -> int:
-        return len(self.instructions)
+        """Number of ``(irrep in, irrep of theta, irrep out)`` paths."""
+        return sum(len(block[2]) for block in self._blocks)
 
-    def _wigner_3j(self, dtype, device) -> List[torch.Tensor]:
-        # per instruction, the 3j symbol C[a, b, c] laid out as [b, a * c] for one matrix product with theta
-        key = (dtype, device)
-        if key not in self._w3j:
-            self._w3j[key] = [
-                o3.wigner_3j(self.irreps_in[i].ir.l, self.irreps_relaxed[j].ir.l, self.irreps_out[k].ir.l,
-                             dtype=dtype, device=device).transpose(0, 1).reshape(2 * self.irreps_relaxed[j].ir.l + 1, -1)
-                for i, j, k, _, _ in self.instructions
-            ]
-        return self._w3j[key]
+    @property
+    def instructions(self) -> List[Tuple[int, int, int]]:
+        """The paths ``(i_in, i_relaxed, i_out)``, in the order of :meth:`weight_views`."""
+        return [(i, j, k) for (i, k, js, *_rest) in self._blocks for j in js]
 
-    def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
-        state["_w3j"] = {}  # a cache: rebuilt on demand
-        return state
+    def weight_views(self) -> Iterator[Tuple[Tuple[int, int, int], torch.Tensor]]:
+        """Yield ``((i, j, k), view)`` with the ``[mul_in, mul_theta, mul_out]`` weights of every path."""
+        for block in self._blocks:
+            view = self._block_weight(self.weight, block)
+            v = 0
+            for j in block[2]:
+                mul_theta = self.irreps_relaxed[j].mul
+                yield (block[0], j, block[1]), view[:, v:v + mul_theta, :]
+                v += mul_theta
+
+    def _build_coupling(self) -> torch.Tensor:
+        r"""The fixed matrix :math:`G`, ``[dim_relaxed, sum_blocks V * dim_in * dim_out]``, in float64."""
+        columns = []
+        theta_offsets = [sl.start for sl in self.irreps_relaxed.slices()]
+        for (i, k, js, copies, _, _, dim_in, dim_out, _) in self._blocks:
+            l_in, l_out = self.irreps_in[i].ir.l, self.irreps_out[k].ir.l
+            alpha = ((2 * l_out + 1) / self._fan_in[k]) ** 0.5
+            block = torch.zeros(self.dim_relaxed, copies, dim_in, dim_out, dtype=torch.float64)
+            v = 0
+            for j in js:
+                mul_theta, ir_theta = self.irreps_relaxed[j]
+                w3j = o3.wigner_3j(l_in, ir_theta.l, l_out, dtype=torch.float64)  # [a, b, c]
+                for copy in range(mul_theta):
+                    start = theta_offsets[j] + copy * ir_theta.dim
+                    block[start:start + ir_theta.dim, v + copy] = alpha * w3j.permute(1, 0, 2)
+                v += mul_theta
+            columns.append(block.reshape(self.dim_relaxed, -1))
+        if not columns:
+            return torch.zeros(self.dim_relaxed, 0, dtype=torch.float64)
+        return torch.cat(columns, dim=1)
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         r"""Return :math:`A(\theta)` as a ``[irreps_in.dim, irreps_out.dim]`` matrix (apply as ``x @ A``)."""
-        if theta.shape != (self.irreps_relaxed.dim,):
-            raise ValueError(f"ThetaLinearMap: theta must have shape [{self.irreps_relaxed.dim}], got {tuple(theta.shape)}")
-        dtype, device = theta.dtype, theta.device
-        blocks: Dict[Tuple[int, int], torch.Tensor] = {}
-        for (i, j, k, offset, alpha), w3j in zip(self.instructions, self._wigner_3j(dtype, device)):
-            (mul_in, ir_in), (mul_theta, ir_theta), (mul_out, ir_out) = (
-                self.irreps_in[i], self.irreps_relaxed[j], self.irreps_out[k])
-            # [mul_in * mul_out, mul_theta] @ [mul_theta, dim_in * dim_out], theta contracted with C first
-            weight = self.weight[offset:offset + mul_in * mul_theta * mul_out].view(mul_in, mul_theta, mul_out)
-            theta_j = theta[self.irreps_relaxed.slices()[j]].view(mul_theta, ir_theta.dim)
-            coupling = (theta_j @ w3j).mul(alpha)
-            block = weight.transpose(1, 2).reshape(mul_in * mul_out, mul_theta) @ coupling
-            block = block.view(mul_in, mul_out, ir_in.dim, ir_out.dim).transpose(1, 2)
-            block = block.reshape(mul_in * ir_in.dim, mul_out * ir_out.dim)
-            blocks[(i, k)] = blocks[(i, k)] + block if (i, k) in blocks else block
+        if theta.shape != (self.dim_relaxed,):
+            raise ValueError(f"ThetaLinearMap: theta must have shape [{self.dim_relaxed}], got {tuple(theta.shape)}")
+        products: Dict[Tuple[int, int], torch.Tensor] = {}
+        if self._blocks:
+            couplings = torch.split(theta @ self.coupling.to(theta.dtype), self._coupling_sizes)
+            for block, coupling in zip(self._blocks, couplings):
+                i, k, _, copies, mul_in, mul_out, dim_in, dim_out, _ = block
+                weight = self._block_weight(self.weight, block)  # [u, V, w]
+                product = weight.transpose(1, 2).reshape(mul_in * mul_out, copies) @ coupling.view(copies, -1)
+                product = product.view(mul_in, mul_out, dim_in, dim_out).transpose(1, 2)
+                products[(i, k)] = product.reshape(mul_in * dim_in, mul_out * dim_out)
         rows = []
-        for i, (mul_in, ir_in) in enumerate(self.irreps_in):
-            row = []
-            for k, (mul_out, ir_out) in enumerate(self.irreps_out):
-                if (i, k) in blocks:
-                    row.append(blocks[(i, k)])
-                else:
-                    row.append(theta.new_zeros(mul_in * ir_in.dim, mul_out * ir_out.dim))
-            rows.append(torch.cat(row, dim=1) if row else theta.new_zeros(mul_in * ir_in.dim, 0))
-        matrix = torch.cat(rows, dim=0) if rows else theta.new_zeros(0, self.irreps_out.dim)
+        for i, rows_i in enumerate(self._row_sizes):
+            row = [products[(i, k)] if (i, k) in products else theta.new_zeros(rows_i, cols_k)
+                   for k, cols_k in enumerate(self._col_sizes)]
+            rows.append(torch.cat(row, dim=1) if row else theta.new_zeros(rows_i, 0))
+        matrix = torch.cat(rows, dim=0) if rows else theta.new_zeros(0, self.dim_out)
         if self.identity:
-            matrix = matrix + torch.eye(self.irreps_in.dim, dtype=dtype, device=device)
+            matrix = matrix + torch.eye(self.dim_in, dtype=theta.dtype, device=theta.device)
         return matrix
 
     def extra_repr(self) -> str:

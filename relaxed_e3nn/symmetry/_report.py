@@ -82,7 +82,8 @@ class SymmetryReport:
     residual : ResidualSymmetry
         For all relaxed weights together.
     layers : list of (str, ResidualSymmetry)
-        Per relaxed weight.
+        Per relaxed weight, with the model-wide threshold (``atol = tol * |theta_non-scalar|`` of
+        the whole model), so that a layer holding only noise keeps the full group.
     spectrum : list of SpectrumRow
     significance : list of SignificanceRow
 
@@ -99,8 +100,12 @@ class SymmetryReport:
         self.residual: ResidualSymmetry = find_residual_symmetry(model, tol=tol, within=within)
         self.within = self.residual.parent
         self.layers: List[tuple] = []
+        # per layer, the model-wide threshold: a layer holding only noise far below the model's
+        # breaking keeps the full group instead of reading its noise as breaking
+        atol = tol * self.residual.scale
         for e in entries:
-            self.layers.append((e.name, find_residual_symmetry([(e.irreps, e.values)], tol=tol, within=self.within)))
+            layer = find_residual_symmetry([(e.irreps, e.values)], tol=tol, within=self.within, atol=atol)
+            self.layers.append((e.name, layer))
         self.spectrum: List[SpectrumRow] = breaking_spectrum(model, group=self.within)
         self.significance: List[SignificanceRow] = breaking_significance(
             model, strict_control=strict_control, group=self.within, alpha=alpha

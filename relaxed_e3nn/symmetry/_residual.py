@@ -633,8 +633,8 @@ def _close(blocks, gens, errs, thr):
         trial = accepted + [g]
         try:
             candidate = point_group_from_generators(np.stack(trial), tol=1e-2, max_order=120)
-        except ValueError:
-            continue
+        except (ValueError, RuntimeError):
+            continue  # not a finite group of the catalogue (e.g. axis order > 8): drop this generator
         if (_errors(blocks, candidate.elements.numpy()) <= thr * (1 + 1e-9) + 1e-300).all():
             accepted = trial
             group = candidate
@@ -693,6 +693,8 @@ def _max_error(blocks, group, scale) -> float:
 
 
 def _describe_axes(group) -> List[dict]:
+    """One entry per symmetry axis and kind: the highest-order rotation ``C_n``, the highest
+    improper ``S_n`` not implied by them (n >= 3), mirrors ``σ`` (axis = normal), inversion ``i``."""
     from relaxed_e3nn.groups import describe_element
 
     if not group.is_finite:
@@ -700,17 +702,31 @@ def _describe_axes(group) -> List[dict]:
             return []
         axis = group.frame.numpy()[:, 2]
         return [{"symbol": "Cinf", "axis": [float(x) for x in axis]}]
-    seen = []
-    out = []
+    best = {}
+    order = []
     for R in group.elements.numpy():
         e = describe_element(R)
-        if e.kind in ("identity",):
+        if e.kind == "identity":
             continue
-        key = (e.symbol.split("^")[0], None if e.axis is None else tuple(np.round(_canonical(e.axis[None])[0], 6)))
-        if key in seen:
-            continue
-        seen.append(key)
-        out.append({"symbol": key[0], "axis": None if e.axis is None else [float(x) for x in key[1]]})
+        if e.kind == "inversion":
+            key, n = ("i", None), 0
+        else:
+            axis = tuple(float(x) for x in np.round(_canonical(e.axis[None])[0], 6))
+            kind = "C" if e.proper else ("σ" if e.kind == "mirror" else "S")
+            key, n = (kind, axis), (e.n or 0)
+        if key not in best:
+            order.append(key)
+            best[key] = n
+        best[key] = max(best[key], n)
+    out = []
+    for key in order:
+        kind, axis = key
+        if kind == "i":
+            out.append({"symbol": "i", "axis": None})
+        elif kind == "σ":
+            out.append({"symbol": "σ", "axis": list(axis)})
+        else:
+            out.append({"symbol": f"{kind}{best[key]}", "axis": list(axis)})
     return out
 
 

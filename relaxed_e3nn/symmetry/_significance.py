@@ -155,7 +155,7 @@ def breaking_significance(
         comps = np.concatenate([b[2] for b in blocks])
         mad = float(np.median(np.abs(comps)))
         sigma = max(1.4826 * mad, floor)
-        pool = comps / mad * (sigma / 1.4826) if mad > 0 else None
+        pool = comps * (sigma / (1.4826 * mad)) if mad > 0 else None
         sigma_of = {(b[0], b[1]): sigma for b in blocks}
     elif isinstance(strict_control, (int, float)) and not isinstance(strict_control, bool):
         if not (strict_control >= 0 and math.isfinite(strict_control)):
@@ -175,8 +175,10 @@ def breaking_significance(
                 f"{sorted((b[0], b[1]) for b in control)} vs {sorted((b[0], b[1]) for b in blocks)}"
             )
         comps = np.concatenate([b[2] for b in control])
-        sigma = max(float(np.sqrt(np.mean(comps**2))), floor)
-        pool = comps if np.sqrt(np.mean(comps**2)) >= floor else None
+        rms = float(np.sqrt(np.mean(comps**2)))
+        sigma = max(rms, floor)
+        # a control below the rounding floor is scaled up to it (an all-zero one becomes Gaussian)
+        pool = comps * (sigma / rms) if rms > 0 else None
         sigma_of = {(b[0], b[1]): sigma for b in blocks}
     rng = np.random.default_rng(seed)
     threshold = alpha / len(blocks)
@@ -187,13 +189,16 @@ def breaking_significance(
         sigma = sigma_of[(layer, ir)]
         if method == "bootstrap":
             if pool is None or len(pool) == 0:
-                raise ValueError("method='bootstrap' needs a noise pool: a strict_control model or strict_control=None")
+                raise ValueError(
+                    "method='bootstrap' needs a nonzero noise pool: a strict_control model or strict_control=None "
+                    "with some nonzero non-invariant components"
+                )
             draws = rng.choice(pool, size=(n_boot, d), replace=True)
             null = np.linalg.norm(draws, axis=1)
             p = (1 + int((null >= b).sum())) / (n_boot + 1)
         else:
-            from scipy.stats import chi2
+            from scipy.special import gammaincc  # chi2_d survival function: Q(d/2, x/2)
 
-            p = float(chi2.sf(b * b / (sigma * sigma), d)) if sigma > 0 else (0.0 if b > 0 else 1.0)
+            p = float(gammaincc(d / 2, b * b / (2 * sigma * sigma))) if sigma > 0 else (0.0 if b > 0 else 1.0)
         rows.append(SignificanceRow(layer, ir, d, b, sigma * math.sqrt(d), p, p < threshold))
     return rows

@@ -137,7 +137,7 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
     width = 0.8 / max(len(irreps), 1)
     fig = _figure(figsize=(max(5.0, 1.2 * len(layers) + 2), 3.6))
     ax = fig.add_subplot(1, 1, 1)
-    cmap = __import__("matplotlib").colormaps["tab20"]
+    cmap = __import__("matplotlib").colormaps["tab10"]
     for j, ir in enumerate(irreps):
         xs, hs, alphas = [], [], []
         for i, layer in enumerate(layers):
@@ -147,7 +147,7 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
                     hs.append(r.broken)
                     alphas.append(1.0 if significant is None or (layer, ir) in significant else 0.35)
         for x, h, a in zip(xs, hs, alphas):
-            ax.bar(x, h, width=width, color=cmap(j % 20), alpha=a, label=ir if x == xs[0] else None)
+            ax.bar(x, h, width=width, color=cmap(j % 10), alpha=a, label=ir if x == xs[0] else None)
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("breaking norm")
@@ -214,21 +214,13 @@ def plot_signal(theta, path, irreps=None, group=None, title: Optional[str] = Non
 
 
 def _axis_marks(group) -> list:
-    from relaxed_e3nn.groups import describe_element
+    """``(axis, label, marker)`` for each rotation axis (highest order) and mirror normal."""
+    from relaxed_e3nn.symmetry._residual import _describe_axes
 
-    marks, seen = [], []
-    if not group.is_finite:
-        if group.schoenflies in ("SO3", "O3"):
-            return []
-        return [(group.frame.numpy()[:, 2], "Cinf", "o")]
-    for R in group.elements.numpy():
-        e = describe_element(R)
-        if e.axis is None or e.kind == "identity":
+    marks = []
+    for item in _describe_axes(group):
+        if item["axis"] is None:
             continue
-        sym = "m" if e.kind == "mirror" else ("C%d" % e.n if e.proper and e.n else e.symbol.split("^")[0])
-        key = (sym, tuple(np.round(e.axis * np.sign(e.axis[np.argmax(np.abs(e.axis))]), 5)))
-        if key in seen:
-            continue
-        seen.append(key)
-        marks.append((np.asarray(e.axis), sym, "x" if sym == "m" else "o"))
+        symbol = "m" if item["symbol"] == "σ" else item["symbol"]
+        marks.append((np.asarray(item["axis"]), symbol, "x" if symbol == "m" else "o"))
     return marks

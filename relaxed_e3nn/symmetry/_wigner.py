@@ -169,18 +169,27 @@ def axis_frame_components(blocks: Sequence[Block], axes: np.ndarray) -> List[np.
     axes = np.asarray(axes, dtype=np.float64).reshape(-1, 3)
     beta = np.arccos(np.clip(axes[:, 1], -1.0, 1.0))
     alpha = np.arctan2(axes[:, 0], axes[:, 2])
-    out = []
-    for b in blocks:
-        if b.l == 0:
-            out.append(np.broadcast_to(b.values, (len(axes),) + b.values.shape))
-            continue
-        J = _J(b.l)
-        # D(Q)^T = Dy(0)^T J^T Dy(b)^T J Dy(a)^T ; Dy(x)^T = Dy(-x)
-        x = rot_y(b.l, -alpha[:, None], np.broadcast_to(b.values, (len(axes),) + b.values.shape))
-        x = x @ J.T
-        x = rot_y(b.l, -beta[:, None], x)
-        x = x @ J
-        out.append(x)
+    # blocks of equal l (both parities) are transformed together
+    by_l: Dict[int, List[int]] = {}
+    for i, b in enumerate(blocks):
+        by_l.setdefault(b.l, []).append(i)
+    out: List[np.ndarray] = [None] * len(blocks)
+    for l, idx in by_l.items():
+        values = np.concatenate([blocks[i].values for i in idx], 0)
+        if l == 0:
+            x = np.broadcast_to(values, (len(axes),) + values.shape)
+        else:
+            J = _J(l)
+            # D(Q)^T = J^T Dy(-beta) J Dy(-alpha)
+            x = rot_y(l, -alpha[:, None], np.broadcast_to(values, (len(axes),) + values.shape))
+            x = x @ J.T
+            x = rot_y(l, -beta[:, None], x)
+            x = x @ J
+        start = 0
+        for i in idx:
+            mul = blocks[i].values.shape[0]
+            out[i] = x[:, start : start + mul]
+            start += mul
     return out
 
 

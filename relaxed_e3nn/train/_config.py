@@ -110,9 +110,8 @@ class TrainConfig:
         the model's ``atomic_energies`` (when the model predicts energies and none are given).
     fit_scale : bool
         Set the model's output ``scale`` from the training set when ``model.scale`` is not
-        given: the RMS force component (energy models with forces), the standard deviation of
-        the per-atom energy after the shifts (energy only), or the RMS target component
-        (node / graph models).
+        given, so that the untrained model's forces (or node / graph outputs, or per-atom
+        energy spread) are as large in RMS as the targets (the network's own size clamped to [0.1, 10]).
     strict : bool
         Train the strictly equivariant twin (``model.relaxed = False``) of the same model.
     resume : bool

@@ -7,9 +7,9 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -150,13 +150,14 @@ class _Trainer:
         from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig, model_from_dict
 
         model_dict = dict(cfg.model)
-        from dataclasses import fields as dc_fields
-
-        known = [f.name for f in dc_fields(RelaxedNetworkConfig)]
+        known = [f.name for f in dataclasses.fields(RelaxedNetworkConfig)]
         for key in model_dict:
             _check_known(key, known, "config section 'model'")
         if cfg.strict:
             model_dict["relaxed"] = False
+        if model_dict.get("species") is not None or model_dict.get("atomic_energies") is None:
+            # check types and values of the model section before reading any data
+            RelaxedNetworkConfig.from_dict({**model_dict, "species": model_dict.get("species") or [1]})
 
         sets = self._load_data(model_dict)
         spec = self._target_spec(model_dict, sets)
@@ -178,6 +179,10 @@ class _Trainer:
             torch.manual_seed(cfg.seed)
             model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict))
             model = model.to(device=self.ctx.device, dtype=self.dtype)
+            # buffers are built in the default dtype: set given values again at full precision
+            if model_dict.get("atomic_energies") is not None:
+                model.set_atomic_energies(model_dict["atomic_energies"])
+            model.set_scale(model_dict.get("scale", 1.0))
             _initialise_output(model, self.train_set, spec, fit_scale=fit_scale, fit_shifts=fit_shifts)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
@@ -374,13 +379,11 @@ class _Trainer:
         return None
 
     def _restore(self, checkpoint) -> int:
-        from relaxed_e3nn.models import model_to_dict  # noqa: F401  (same format both ways)
-
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.ema is not None and checkpoint.get("ema") is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
+            self.ema.load_state_dict(checkpoint["ema"], device=self.ctx.device)
         best = checkpoint.get("best") or {}
         self.best_val = float(best.get("val_loss", math.inf))
         self.best_epoch = int(best.get("epoch", 0))
@@ -662,9 +665,9 @@ class _EMA:
     def state_dict(self):
         return {"decay": self.decay, "shadow": self.shadow}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, device=None):
         self.decay = float(state["decay"])
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.shadow = {k: v.to(device).clone() for k, v in state["shadow"].items()}
 
     @torch.no_grad()
     def copy_to(self, model):
@@ -722,7 +725,8 @@ def _initialise_output(model, graphs, spec: TargetSpec, *, fit_scale: bool, fit_
     ``max_structures`` training structures, the scale :math:`s` makes the initial predictions
     as large as the targets (RMS force component over RMS predicted force component for an
     energy model with forces; RMS target over RMS output for node / graph models; the spread of
-    per-atom energies for an energy-only fit), and the shifts :math:`E^0_Z` are the least-squares
+    per-atom energies for an energy-only fit; the network's own size clamped to [0.1, 10] so
+    that outputs vanishing by symmetry are not amplified), and the shifts :math:`E^0_Z` are the least-squares
     fit of :math:`E_b - s\,\varepsilon_b \approx \sum_Z n_{bZ} E^0_Z`, so training starts near
     the data instead of several eV per atom away from it.
     """
@@ -747,18 +751,20 @@ def _initialise_output(model, graphs, spec: TargetSpec, *, fit_scale: bool, fit_
     scale = float(model.config.scale)
     if fit_scale:
         if spec.output == "energy" and "forces" in spec.names:
-            ratio = _rms(batch.node_targets["forces"]) / _rms(out["forces"])
+            target, raw = _rms(batch.node_targets["forces"]), _rms(out["forces"])
         elif spec.output == "energy":
             n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
-            target = batch.graph_targets["energy"].reshape(-1).double() / n_atoms
-            predicted = out["energy"] / n_atoms
-            ratio = float(target.std() / predicted.std()) if len(sample) > 1 else 1.0
+            per_atom = batch.graph_targets["energy"].reshape(-1).double() / n_atoms
+            target = float(per_atom.std()) if len(sample) > 1 else 0.0
+            raw = float((out["energy"] / n_atoms).std()) if len(sample) > 1 else 0.0
         else:
             source = batch.node_targets if spec.output == "node" else batch.graph_targets
-            target = torch.cat([source[n].reshape(len(source[n]), -1).double() for n in spec.names], dim=1)
-            ratio = _rms(target) / _rms(out["node_output" if spec.output == "node" else "graph_output"])
-        if math.isfinite(ratio) and ratio > 0:
-            scale = ratio
+            target = _rms(torch.cat([source[n].reshape(len(source[n]), -1).double() for n in spec.names], dim=1))
+            raw = _rms(out["node_output" if spec.output == "node" else "graph_output"])
+        # the raw size is clamped to [0.1, 10]: an output that vanishes by symmetry (a strict
+        # model on centrosymmetric inputs, zero forces of a perfect crystal) must not be blown up
+        if math.isfinite(target) and target > 0 and math.isfinite(raw):
+            scale = target / min(max(raw, 0.1), 10.0)
             model.set_scale(scale)
     if fit_shifts:
         residual = []

@@ -1,7 +1,7 @@
 """Where training structures come from: files (extxyz, CIF, pymatgen JSON, ...) and generators."""
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -169,10 +169,3 @@ def _generate(source: Dict[str, Any], where) -> List[Tuple[Any, str]]:
         raise ValueError(f"{where}: generator {name!r} rejected its arguments {kwargs}: {err}") from None
     return [(atoms, f"{name}[{k}]") for k, atoms in enumerate(frames)]
 
-
-def species_of(items: Sequence[Tuple[Any, str]]) -> List[int]:
-    """Sorted atomic numbers present in the structures."""
-    found = set()
-    for atoms, _ in items:
-        found.update(int(z) for z in atoms.numbers)
-    return sorted(found)

@@ -28,7 +28,7 @@ B–O bond: a rattling B cation (room in its octahedron) or a lone-pair A cation
 off-centres along the polar axis, the oxygen cage moves the other way, apical oxygens more.
 The lattice constant is the pseudo-cubic estimate
 :math:`a_0 = (2(r_B + r_O) + \sqrt2 (r_A + r_O))/2` times a random strain in
-:math:`[-4\%, +4\%]`. The field is invariant under exactly the residual group, so the residual
+:math:`[-4\%, +4\%]`, rounded to :math:`10^{-4}` Å (so that extxyz files hold the cells exactly). The field is invariant under exactly the residual group, so the residual
 symmetry of the data (input ∩ target) is :math:`C_{4v}`, :math:`C_{2v}` or :math:`C_{3v}` about
 :math:`\hat d`.
 """
@@ -166,7 +166,9 @@ def perovskite_distortion(n: int = 100, seed: int = 0, *, phase: str = "P4mm", s
         a_species, b_species = pool[int(rng.integers(len(pool)))]
         r_a, r_b = _RADIUS_A[a_species], _RADIUS_B[b_species]
         a0 = 0.5 * (2.0 * (r_b + _RADIUS_O) + np.sqrt(2.0) * (r_a + _RADIUS_O))
-        lattice = float(a0 * (1.0 + rng.uniform(-strain, strain)))
+        # rounded to 1e-4 Å: the positions (multiples of a/4) are then exact in extxyz's 8-decimal
+        # text, so a written and re-read cell keeps its Oh site symmetry to the last bit
+        lattice = round(float(a0 * (1.0 + rng.uniform(-strain, strain))), 4)
         size = supercells[int(rng.integers(len(supercells)))]
         symbols, frac = _cubic_cell(a_species, b_species)
         displacement = _displacements(a_species, b_species, lattice, frac, direction)
