@@ -471,6 +471,7 @@ def test_bad_input_raises_clear_errors():
 
 
 # -- training entry point -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_dynamics_smoke(tmp_path):
     config = dict(
         model="degnn", group="auto", hidden=8, layers=1, n_train=8, n_val=4, n_test=4,
