@@ -324,3 +324,46 @@ def test_gradients_reach_theta_and_dtype_follows(dtype):
     assert grad is not None and grad.dtype == dtype and torch.isfinite(grad).all()
     assert grad[~conv.theta.scalar_mask].abs().max() > 0
     conv.zero_grad()
+
+
+def test_state_dict_and_pickle_round_trip(tmp_path):
+    conv = cached_conv("parity", torch.float64)
+    set_theta(conv, _random_theta(conv))
+    x, attr, pos = conv_inputs(conv, dtype=torch.float64)
+    expected = run_conv(conv, x, attr, pos)
+    assert not any("coupling" in key for key in conv.state_dict())
+    torch.save(conv, tmp_path / "conv.pt")
+    loaded = torch.load(tmp_path / "conv.pt", weights_only=False)
+    assert torch.equal(run_conv(loaded, x, attr, pos), expected)
+    fresh = RelaxedConvolution(*(getattr(conv, n) for n in (
+        "irreps_node_input", "irreps_node_attr", "irreps_edge_attr", "irreps_node_output", "fc_neurons",
+        "num_neighbors")), irreps_relaxed=conv.irreps_relaxed, relax_at=conv.relax_at).to(torch.float64)
+    fresh.load_state_dict(conv.state_dict())
+    assert torch.equal(run_conv(fresh, x, attr, pos), expected)
+
+
+def test_float32_module_moved_to_float64_is_exact():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        conv = RelaxedConvolution("2x0e+1x1o", "0e", "0e+1o+2e", "1x0e+1x1o+1x2e", [5, 8], 3.0)
+    finally:
+        torch.set_default_dtype(old)
+    conv = conv.double()
+    torch.set_default_dtype(torch.float64)  # e3nn computes D in the default dtype
+    try:
+        set_theta(conv, _random_theta(conv))
+        x, attr, pos = conv_inputs(conv, dtype=torch.float64)
+        theta = conv.theta.theta.detach().clone()
+        for R in random_orthogonal(2):
+            theta_rotated = conv.irreps_relaxed.D_from_matrix(R) @ theta
+            assert conv_equivariance_error(conv, R, x, attr, pos, theta_rotated) < 1e-10
+        # rotate() is exact in float64 even when the default dtype is float32
+        torch.set_default_dtype(torch.float32)
+        R = random_orthogonal(2)[1]
+        rotated = rotate(conv, R)
+        torch.set_default_dtype(torch.float64)
+        expected = conv.irreps_relaxed.D_from_matrix(R) @ theta
+        assert (rotated.theta.theta.detach() - expected).abs().max() < 1e-13
+    finally:
+        torch.set_default_dtype(old)

@@ -192,3 +192,25 @@ def test_relaxed_linear_identity_stabilizer_and_parity(dtype):
     odd = relaxed(x)[:, [2, 9, 10, 11]]
     assert odd.abs().max() > 1e-3 and plain(x)[:, [2, 9, 10, 11]].abs().max() == 0
     assert [name for name, _, _ in relaxed_parameters(relaxed)] == ["theta"]
+
+
+def test_theta_linear_map_keeps_float64_precision_after_to():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        linear_map = ThetaLinearMap("0e+1o+2e", irreps_relaxed_from(2), "0e+1o+2e", identity=True)
+    finally:
+        torch.set_default_dtype(old)
+    linear_map = linear_map.to(torch.float64)
+    assert linear_map.coupling.dtype == torch.float64
+    assert list(linear_map.state_dict()) == ["weight"]
+    torch.set_default_dtype(torch.float64)  # e3nn computes D in the default dtype
+    try:
+        theta = torch.randn(linear_map.dim_relaxed)
+        R = -o3.rand_matrix()
+        D_theta = irreps_relaxed_from(2).D_from_matrix(R)
+        D = o3.Irreps("0e+1o+2e").D_from_matrix(R)
+    finally:
+        torch.set_default_dtype(old)
+    error = (linear_map(D_theta @ theta) - D @ linear_map(theta) @ D.T).abs().max()
+    assert error < 1e-12

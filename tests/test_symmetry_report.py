@@ -1,8 +1,6 @@
 """Spectrum, significance, SymmetryReport and the analyze CLI."""
 import json
-import math
 
-import numpy as np
 import pytest
 import torch
 from e3nn import o3

@@ -1,7 +1,7 @@
 r"""Equivariance error of a function under O(3) or a point group, per output irrep block."""
 import math
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import torch
 from e3nn import o3

@@ -3,8 +3,7 @@ import json
 import math
 import os
 from itertools import product
-from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

@@ -1,6 +1,6 @@
 """Normalising the many ways of handing relaxed weights to the symmetry tools."""
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
@@ -97,8 +97,3 @@ def concatenate(entries: List[ThetaEntry]) -> tuple:
     values = np.concatenate([e.values for e in entries]) if entries else np.zeros(0)
     return irreps, values
 
-
-def non_scalar_norm(irreps: o3.Irreps, values: np.ndarray) -> float:
-    """Euclidean norm of every entry that is not ``0e``."""
-    mask = np.concatenate([np.full(mul * ir.dim, ir != o3.Irrep("0e")) for mul, ir in irreps]) if len(irreps) else np.zeros(0, bool)
-    return float(np.linalg.norm(values[mask]))
