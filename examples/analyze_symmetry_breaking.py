@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 
-from relaxed_e3nn.data.generators import PEROVSKITE_PHASES, perovskite_distortion
+from relaxed_e3nn.data.generators import PEROVSKITE_PHASES, perovskite_compositions, perovskite_distortion
 from relaxed_e3nn.groups import point_group_of
 from relaxed_e3nn.symmetry import SymmetryReport, format_axis
 from relaxed_e3nn.train import train
@@ -35,8 +36,8 @@ from relaxed_e3nn.train import train
 
 def train_phase(phase: str, out: Path, epochs: int, n_train: int, seed: int):
     """Train a relaxed model on cubic -> ``phase`` data; return the trained model and test metrics."""
-    species = sorted({int(z) for a in perovskite_distortion(n=200, seed=seed, phase=phase, split="all",
-                                                            supercells=(1,)) for z in a.numbers})
+    train_compositions, test_compositions = perovskite_compositions()
+    species = sorted({atomic_numbers[s] for pair in train_compositions + test_compositions for s in pair} | {8})
     config = {
         "output_dir": str(out / phase),
         "seed": seed,

@@ -284,6 +284,8 @@ def test_generate_cli_errors_leave_no_file(tmp_path, capsys):
     out = tmp_path / "bad.xyz"
     assert main(["generate", "perovskite_distortion", "--out", str(out), "-o", "phase=Pnma"]) == 1
     assert main(["generate", "perovskite_distortion", "--out", str(out), "-o", "colour=red"]) == 1
+    assert main(["generate", "perovskite_distortion", "--out", str(out), "-o", "supercells=[one]"]) == 1
+    assert main(["generate", "perovskite_distortion", "--out", str(out), "-o", "phase"]) == 1
     assert main(["generate", "no_such_generator", "--out", str(out)]) == 1
     assert "unknown generator" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -324,3 +326,16 @@ def test_field_md_symmetrize_adds_exact_images():
         g = g.T  # image = base @ g.T
         assert np.allclose(g @ g.T, np.eye(3), atol=1e-10) and np.allclose(g @ [0, 0, 1], [0, 0, 1], atol=1e-10)
         assert np.allclose(image.arrays["REF_forces"], base.arrays["REF_forces"] @ g.T, atol=1e-10)
+
+
+def test_perovskite_cells_survive_extxyz_exactly(tmp_path):
+    """Lattice constants are rounded to 1e-4 Å, so the 8-decimal extxyz text keeps the cells (to 1 ulp)."""
+    import ase.io
+
+    cells = perovskite_distortion(n=10, seed=0, supercells=(1, 2))
+    ase.io.write(tmp_path / "cells.xyz", cells, format="extxyz")
+    again = ase.io.read(tmp_path / "cells.xyz", index=":")
+    for a, b in zip(cells, again):
+        assert np.array_equal(a.cell[:], b.cell[:])
+        assert np.abs(a.positions - b.positions).max() <= 4 * np.finfo(float).eps * a.cell[0, 0]
+        assert round(a.info["lattice_constant"], 4) == a.info["lattice_constant"]

@@ -113,8 +113,14 @@ def cached_conv(name, dtype, relax_at="both", mixing="angle"):
     if key not in _CACHE:
         irreps_in, irreps_attr, irreps_edge, irreps_out, irreps_relaxed = conv_config(name)
         torch.manual_seed(len(_CACHE))
-        conv = RelaxedConvolution(irreps_in, irreps_attr, irreps_edge, irreps_out, [NUMBER_OF_BASIS, 8], 3.0,
-                                  irreps_relaxed=irreps_relaxed, relax_at=relax_at, mixing=mixing).to(dtype)
+        # built in its own dtype: e3nn's modules keep the rounding of the dtype they were built in
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            conv = RelaxedConvolution(irreps_in, irreps_attr, irreps_edge, irreps_out, [NUMBER_OF_BASIS, 8], 3.0,
+                                      irreps_relaxed=irreps_relaxed, relax_at=relax_at, mixing=mixing)
+        finally:
+            torch.set_default_dtype(old)
         if mixing == "alpha":
             with torch.no_grad():
                 conv.alpha.weight.normal_()  # e3nn starts alpha at 0, which would hide the convolution

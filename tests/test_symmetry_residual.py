@@ -89,6 +89,19 @@ def test_wigner_matches_e3nn(float64_default):
     assert np.abs(flat - np.concatenate(ref_blocks, 1)).max() < 1e-12
 
 
+def test_wigner_precise_near_the_polar_axis():
+    """Elements mapping y to almost y (where arccos-based Euler angles lose digits)."""
+    from relaxed_e3nn.groups import D_from_matrix
+    from relaxed_e3nn.symmetry._wigner import rotation_about
+
+    axis = np.array([1e-9, 1.0, 2e-9])
+    R = np.stack([rotation_about(axis / np.linalg.norm(axis), a) for a in (0.3, 1e-9, np.pi)])
+    R = np.concatenate([R, rotation_about(np.array([1.0, 0.0, 0.0]), 1e-9)[None]])
+    for l in (1, 4, 6):
+        ref = D_from_matrix(o3.Irreps(f"{l}e"), torch.as_tensor(R)).numpy()
+        assert np.abs(wigner_D(l, R) - ref).max() < 1e-12
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FINITE)
 def test_finite_groups_recovered_exactly(name):

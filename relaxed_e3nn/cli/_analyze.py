@@ -69,7 +69,8 @@ def run(args) -> int:
         if ext.lower() != ".png":
             raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
         significant = {(r.layer, r.irrep) for r in report.significance if r.significant}
-        plot_spectrum(report.spectrum, args.plot, significant=significant)
+        beyond = report.within.schoenflies if report.within is not None else "O3"
+        plot_spectrum(report.spectrum, args.plot, title=f"breaking beyond {beyond}", significant=significant)
         signal = root + "_signal.png"
         plot_signal(model, signal, group=report.residual.group)
         print(f"wrote {args.plot} and {signal}")

@@ -54,8 +54,8 @@ def run(args) -> int:
 
     if args.list:
         for name, function in GENERATORS.items():
-            summary = (inspect.getdoc(function) or "").splitlines()[0] if inspect.getdoc(function) else ""
-            print(f"{name}: {summary}")
+            doc = inspect.getdoc(function) or ""
+            print(f"{name}: {doc.splitlines()[0] if doc else ''}")
             for key, default in _options_of(function).items():
                 print(f"    {key} = {default!r}")
         return 0
@@ -69,7 +69,10 @@ def run(args) -> int:
     kwargs = _parse_options(args.option, function, args.name)
     if args.n is not None:
         kwargs["n"] = args.n
-    structures = function(seed=args.seed, **kwargs)
+    try:
+        structures = function(seed=args.seed, **kwargs)
+    except TypeError as err:  # a wrongly typed option: report it like any other bad value
+        raise ValueError(f"generator {args.name!r}: {err}") from None
     if not isinstance(structures, list):
         raise ValueError(f"generator {args.name!r} does not produce a list of ase.Atoms; "
                          "it cannot be written as extxyz")

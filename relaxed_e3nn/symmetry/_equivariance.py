@@ -6,8 +6,6 @@ from typing import Callable, List, Optional
 import torch
 from e3nn import o3
 
-from ._wigner import irreps_D
-
 __all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
 
 CARTESIAN = "cartesian_points"
@@ -100,7 +98,9 @@ def _act(spec, g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
         return x @ g.to(x.dtype).T
     if x.shape[-1] != spec.dim:
         raise ValueError(f"{name} has last dimension {x.shape[-1]} but its irreps {spec} have dimension {spec.dim}")
-    D = torch.as_tensor(irreps_D(spec, g.detach().to("cpu", torch.float64).numpy())[0]).to(dtype=x.dtype, device=x.device)
+    from relaxed_e3nn.groups import D_from_matrix
+
+    D = D_from_matrix(spec, g.detach().to("cpu", torch.float64)).to(dtype=x.dtype, device=x.device)
     return x @ D.T
 
 

@@ -498,8 +498,14 @@ def _candidate_axes(blocks: Sequence[Block], lmax: int, scale: float, tol: float
         mixtures = []
         for cls in (1, -1):
             members = [i for i, b in enumerate(active) if b.p * (-1) ** b.l == cls]
-            for _ in range(2 if members else 0):
-                mixtures.append(sum(rng.normal() * search_cols[i] for i in members))
+            if not members:
+                continue
+            mixtures.append(sum(rng.normal() * search_cols[i] for i in members))
+            # the same with every block that can matter (norm above the threshold) at unit
+            # weight, so that a small block carrying the finer symmetry is not drowned
+            big = [i for i in members if np.linalg.norm(active[i].values) > tol * scale]
+            if big:
+                mixtures.append(sum(rng.normal() * search_cols[i] / np.linalg.norm(search_cols[i]) for i in big))
         crit_signals = _Signals(ls, np.stack(mixtures, 1))
         crit_scales = np.abs(crit_signals(pts)).max(0)
         crit = _dedup_axes(_critical_points(crit_signals, len(mixtures), grid_size, crit_scales))

@@ -1,8 +1,9 @@
-"""Fast batched Wigner matrices in e3nn's real basis (numpy, float64).
+"""Fast batched Wigner matrices in e3nn's real basis (numpy, float64): the residual-group search kernel.
 
-e3nn builds ``D^l(R)`` with three matrix exponentials per call. The symmetry search needs
-thousands of them, so here a rotation is written in e3nn's Euler angles,
-``R = R_y(alpha) R_x(beta) R_y(gamma)``, and
+The representation matrices of the package are :func:`relaxed_e3nn.groups.D_from_matrix`
+(precise, general). The search needs the components of a weight vector in thousands of
+frames, and ``D(g)`` for whole groups many times over, so here a rotation is written in e3nn's
+Euler angles, ``R = R_y(alpha) R_x(beta) R_y(gamma)``, and
 
 .. math::
 
@@ -10,7 +11,8 @@ thousands of them, so here a rotation is written in e3nn's Euler angles,
 
 where ``D^l_y`` (rotation about y, e3nn's polar axis) only mixes the components ``l+m`` and
 ``l-m`` with ``cos(m angle)`` and ``sin(m angle)``, and ``J_l = D^l(R_0)`` for the fixed
-rotation ``R_0`` taking x to y (computed once with e3nn and cached). An improper ``g``
+rotation ``R_0`` taking x to y (fitted once from e3nn's float64 spherical harmonics and
+cached). The tests compare every ``l <= 8`` with e3nn and :func:`relaxed_e3nn.groups.D_from_matrix`. An improper ``g``
 acts on an irrep of parity ``p`` as ``p D^l(-g)`` (e3nn's convention).
 """
 import functools
@@ -28,7 +30,6 @@ __all__ = [
     "rotation_about",
     "Block",
     "blocks_of",
-    "irreps_D",
 ]
 
 # rotation by +90 degrees about z: takes x to y
@@ -66,8 +67,7 @@ def rot_y(l: int, angle: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _euler(R: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """e3nn's ``matrix_to_angles`` for proper rotations [N,3,3]."""
     y = R[:, :, 1]  # R @ e_y
-    y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    beta = np.arccos(np.clip(y[:, 1], -1.0, 1.0))
+    beta = np.arctan2(np.hypot(y[:, 0], y[:, 2]), y[:, 1])  # not arccos: precise near +-y
     alpha = np.arctan2(y[:, 0], y[:, 2])
     A = _angles_to_matrix(alpha, beta, np.zeros_like(alpha))
     Rp = np.einsum("nji,njk->nik", A, R)
@@ -167,7 +167,7 @@ def axis_frame_components(blocks: Sequence[Block], axes: np.ndarray) -> List[np.
     the entries ``l +- m`` are then the ``|m|`` components about the axis.
     """
     axes = np.asarray(axes, dtype=np.float64).reshape(-1, 3)
-    beta = np.arccos(np.clip(axes[:, 1], -1.0, 1.0))
+    beta = np.arctan2(np.hypot(axes[:, 0], axes[:, 2]), axes[:, 1])
     alpha = np.arctan2(axes[:, 0], axes[:, 2])
     # blocks of equal l (both parities) are transformed together
     by_l: Dict[int, List[int]] = {}
@@ -192,19 +192,3 @@ def axis_frame_components(blocks: Sequence[Block], axes: np.ndarray) -> List[np.
             start += mul
     return out
 
-
-def irreps_D(irreps: o3.Irreps, g: np.ndarray) -> np.ndarray:
-    """Block-diagonal ``D(g)`` of ``irreps`` for a batch of orthogonal ``g`` [N,3,3] -> [N, dim, dim] (float64)."""
-    g = np.asarray(g, dtype=np.float64).reshape(-1, 3, 3)
-    det = np.sign(np.linalg.det(g))
-    R = g * det[:, None, None]
-    out = np.zeros((len(g), irreps.dim, irreps.dim))
-    cache = {}
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        if ir.l not in cache:
-            cache[ir.l] = wigner_D(ir.l, R) if ir.l > 0 else np.ones((len(g), 1, 1))
-        D = cache[ir.l] * np.where(det < 0, float(ir.p), 1.0)[:, None, None]
-        for k in range(mul):
-            a = sl.start + k * ir.dim
-            out[:, a : a + ir.dim, a : a + ir.dim] = D
-    return out

@@ -18,7 +18,7 @@ Symmetry: a polar vector :math:`\mathbf E` is invariant exactly under :math:`C_{
 the geometry keeps :math:`C_{\infty v}` of the O(3) symmetry of the field-free problem (within
 the molecule's own symmetry, which is trivial for a generic snapshot).
 """
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms, units
