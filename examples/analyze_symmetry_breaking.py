@@ -60,13 +60,7 @@ def train_phase(phase: str, out: Path, epochs: int, n_train: int, seed: int):
     stale = out / phase / "checkpoint.pt"
     if stale.is_file():
         stale.unlink()
-    # build the model with float64 as the default dtype, so its constants are exact to float64
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        result = train(config)
-    finally:
-        torch.set_default_dtype(previous)
+    result = train(config)
     return result.model, result.test_metrics or {}
 
 

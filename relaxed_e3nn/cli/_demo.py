@@ -87,19 +87,6 @@ def _train_config(out_dir: Path, data_dir: Path, settings, seed: int, strict: bo
     }
 
 
-def _train_in_float64(train, config):
-    """Train with float64 as the default dtype, so that every constant the model builds (e3nn's
-    Clebsch-Gordan coefficients included) is exact to float64 and θ's symmetry is exact to round-off."""
-    import torch
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        return train(config)
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _rmse(model, structures, cutoff):
     import torch
 
@@ -152,7 +139,7 @@ def run(args) -> int:
         if stale.is_file():  # a previous demo run in the same --out: start afresh, do not resume it
             print(f"(replacing the previous demo run in {out / label}/)")
             stale.unlink()
-        result = _train_in_float64(train, config)
+        result = train(config)
         models[label] = result.model
         errors[label] = _rmse(result.model, test_set, config["model"]["cutoff"])
 

@@ -1,5 +1,6 @@
 r"""``RelaxedConvolution``: the e3nn gate_points point convolution with relaxed weights, and ``relax``."""
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -111,7 +112,7 @@ class RelaxedConvolution(torch.nn.Module):
         if mixing not in _MIXING:
             raise ValueError(f"RelaxedConvolution: mixing must be one of {_MIXING}, got {mixing!r}")
         if isinstance(fc_neurons, (int, str)) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in fc_neurons
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in fc_neurons
         ) or len(fc_neurons) == 0:
             raise ValueError(
                 f"RelaxedConvolution: fc_neurons must be a non-empty list of positive ints "
@@ -128,7 +129,7 @@ class RelaxedConvolution(torch.nn.Module):
         # gate_points_2101 names
         self.irreps_in = self.irreps_node_input
         self.irreps_out = self.irreps_node_output
-        self.fc_neurons = list(fc_neurons)
+        self.fc_neurons = [int(n) for n in fc_neurons]
         self.num_neighbors = num_neighbors
         self.relax_at = relax_at
         self.mixing = mixing

@@ -177,12 +177,10 @@ class _Trainer:
             if fit_scale:
                 model_dict["scale"] = 1.0
             torch.manual_seed(cfg.seed)
-            model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict))
-            model = model.to(device=self.ctx.device, dtype=self.dtype)
-            # buffers are built in the default dtype: set given values again at full precision
-            if model_dict.get("atomic_energies") is not None:
-                model.set_atomic_energies(model_dict["atomic_energies"])
-            model.set_scale(model_dict.get("scale", 1.0))
+            # built directly in the training dtype: e3nn's coupling constants are buffers computed at
+            # build time, and a float32-built model cast to float64 is equivariant only to ~1e-10
+            model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
+            model = model.to(device=self.ctx.device)
             _initialise_output(model, self.train_set, spec, fit_scale=fit_scale, fit_shifts=fit_shifts)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
