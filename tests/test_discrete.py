@@ -1,5 +1,4 @@
 """Exact point-group equivariance of the discrete message passing (relaxed_e3nn.discrete)."""
-import itertools
 import json
 import math
 

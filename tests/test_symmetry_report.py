@@ -1,4 +1,5 @@
 """Spectrum, significance, SymmetryReport and the analyze CLI."""
+import dataclasses
 import json
 
 import pytest
@@ -143,3 +144,15 @@ def test_analyze_cli(tmp_path, capsys):
     assert main(["analyze", str(path), "--within", "Q9"]) == 1
     assert "neither a point group name" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "missing.pt")]) == 1
+    assert main(["analyze", str(path), "--plot", str(tmp_path / "x.pdf"), "--json", str(tmp_path / "x.json")]) == 1
+    assert "--plot must name a .png" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+    # a strict model has nothing to analyse: a clear error, no output files
+    from relaxed_e3nn.models import RelaxedNetwork
+
+    strict = RelaxedNetwork(dataclasses.replace(model.config, relaxed=False))
+    relaxed_e3nn.save(strict, tmp_path / "strict.pt")
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "strict.pt"), "--json", str(tmp_path / "s.json")]) == 1
+    assert "RelaxedWeights" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()

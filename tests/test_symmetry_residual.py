@@ -105,12 +105,16 @@ def test_wigner_precise_near_the_polar_axis():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FINITE)
 def test_finite_groups_recovered_exactly(name):
+    from relaxed_e3nn.groups import D_from_matrix
+
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     frame = o3.rand_matrix(dtype=torch.float64)
+    standard = point_group(name)
     H = point_group(name, frame=frame)
     # the catalogue's projector agrees with an independent average over the elements
-    assert torch.allclose(H.invariant_projector(IRREPS, dtype=torch.float64), reynolds(H, IRREPS), atol=1e-12)
-    theta = invariant_theta(H, gen)
+    assert torch.allclose(standard.invariant_projector(IRREPS, dtype=torch.float64), reynolds(standard, IRREPS), atol=1e-12)
+    # an invariant of the standard-frame group, rotated into the frame R
+    theta = D_from_matrix(IRREPS, frame) @ invariant_theta(standard, gen)
     # noise well below the tolerance does not change the answer
     noisy = add_noise(theta, 0.1 * TOL, gen)
     for t, elem_tol in ((theta, 1e-8), (noisy, 1e-3)):
@@ -288,3 +292,27 @@ def test_details_and_absolute_tolerance():
     assert errs.shape == (4,) and errs.min() < 1e-12 and errs.max() > 1.0
     # scalars only, inside a parent: the parent itself
     assert residual_group(torch.tensor([2.0, 0.0, 0.0, 0.0]), "0e+1o", within="D4h").schoenflies == "D4h"
+
+
+def test_small_block_carrying_the_finer_symmetry():
+    """A dominant polar vector plus a 1% cubic-like part: C4v, not C4 or Cinfv."""
+    gen = torch.Generator().manual_seed(9)
+    frame = o3.rand_matrix(dtype=torch.float64)
+    c4v = point_group("C4v", frame=frame)
+    irreps = o3.Irreps("1o+4e+6e")
+    theta = invariant_theta(c4v, gen, irreps)
+    theta = theta * torch.cat([torch.full((ir.dim,), 1.0 if ir.l <= 2 else 0.01, dtype=torch.float64) for _, ir in irreps])
+    # the small part does break the continuous axis beyond the tolerance
+    cinfv = point_group("Cinfv", frame=frame)
+    assert symmetry_errors(theta, irreps, cinfv.sample(64)).max() > 3 * TOL
+    assert same_elements(residual_group(theta, irreps, tol=TOL), c4v, 1e-8)
+
+
+def test_within_a_structure():
+    from ase.build import molecule
+
+    methane = molecule("CH4")  # Td with its 2-fold axes along x, y, z
+    polar_z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    assert residual_group(polar_z, "1o", within=methane).schoenflies == "C2v"
+    with pytest.raises(TypeError, match="within"):
+        residual_group(polar_z, "1o", within=3.0)

@@ -55,6 +55,8 @@ def run(args) -> int:
     import relaxed_e3nn
     from relaxed_e3nn.symmetry import SymmetryReport
 
+    if args.plot and os.path.splitext(args.plot)[1].lower() != ".png":
+        raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
     within = _within(args.within, args.symprec)
     model = relaxed_e3nn.load(args.model)
     report = SymmetryReport(model, within=within, tol=args.tol)
@@ -65,9 +67,7 @@ def run(args) -> int:
     if args.plot:
         from relaxed_e3nn.symmetry import plot_signal, plot_spectrum
 
-        root, ext = os.path.splitext(args.plot)
-        if ext.lower() != ".png":
-            raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
+        root = os.path.splitext(args.plot)[0]
         significant = {(r.layer, r.irrep) for r in report.significance if r.significant}
         beyond = report.within.schoenflies if report.within is not None else "O3"
         plot_spectrum(report.spectrum, args.plot, title=f"breaking beyond {beyond}", significant=significant)

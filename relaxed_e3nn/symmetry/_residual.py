@@ -23,8 +23,10 @@ How it is found
      :math:`\int f(\hat r)^2 \hat r \hat r^T d\hat r` of the spherical signal
      :math:`f(\hat r) = \theta_l \cdot Y_l(\hat r)` of every block;
    * every rotation axis of order >= 2 is a critical point of every invariant signal. Critical
-     points (maxima, minima and saddles) of each block's signal are found on a Fibonacci grid
-     and refined by Newton's method;
+     points (maxima, minima and saddles) of random mixtures of the block signals (blocks that
+     transform alike under improper elements; once with their own weights, once each at unit
+     weight so that a small block is not drowned) are found on a Fibonacci grid and refined by
+     Newton's method;
    * the critical points form :math:`H`-orbits, and for two points ``p`` and ``q = h p`` of one
      orbit, ``p + q`` lies on the axis of ``h`` when ``h`` is a two-fold rotation, ``p - q`` is
      the normal of ``h`` when it is a mirror, and ``p x q`` is the axis of any rotation taking
@@ -43,6 +45,8 @@ How it is found
 
    so one change of basis per axis decides every ``C_k``, ``S_k`` (``-C_{\pi + 2\pi/k}``) and
    the continuous rotation about it.
+   Near misses (a candidate a little off the true axis: noise moves critical points) are
+   polished by Newton steps on the element's error over the axis direction.
 
 3. *Closing and naming.* Passing elements are closed into a group
    (:func:`relaxed_e3nn.groups.point_group_from_generators`), which names it and finds its
@@ -67,6 +71,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from e3nn import o3
+
+from relaxed_e3nn.groups import MAX_AXIS_ORDER
 
 from ._theta import collect_thetas, concatenate
 from ._wigner import Block, apply_D, axis_frame_components, blocks_of, rotation_about
@@ -123,7 +129,7 @@ class ResidualSymmetry:
 
 # ---------------------------------------------------------------------------------------------
 # sphere grid and spherical signals
-_MAX_ORDER = 8  # relaxed_e3nn.groups.MAX_AXIS_ORDER (kept local to avoid importing at module load)
+_MAX_ORDER = MAX_AXIS_ORDER  # largest axis order of the catalogue
 
 
 @functools.lru_cache(maxsize=8)
@@ -301,7 +307,6 @@ def _l2_basis_cached() -> np.ndarray:
     return B
 
 
-
 def _eigvecs(mats: np.ndarray) -> np.ndarray:
     if len(mats) == 0:
         return np.zeros((0, 3))
@@ -406,13 +411,19 @@ def _errors(blocks: Sequence[Block], mats: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # the search
 def _as_parent(within):
-    from relaxed_e3nn.groups import PointGroup, point_group
+    from relaxed_e3nn.groups import PointGroup, point_group, point_group_of
 
     if within is None or isinstance(within, PointGroup):
         return within
     if isinstance(within, str):
         return point_group(within)
-    raise TypeError(f"within must be a PointGroup or a group name, got {type(within).__name__}")
+    try:
+        return point_group_of(within)
+    except TypeError:
+        raise TypeError(
+            "within must be a PointGroup, a group name, or an ase Atoms / pymatgen structure, "
+            f"got {type(within).__name__}"
+        ) from None
 
 
 def _frame_with_z(n: np.ndarray) -> np.ndarray:
@@ -756,9 +767,9 @@ def residual_group(theta, irreps=None, tol: float = 1e-3, within=None, atol: flo
         Relative tolerance, in (0, 1), with respect to the norm of the non-``0e`` part (``0e``
         scalars never break anything). Noise below ``tol`` leaves the group unchanged; an
         element moved by more than ``tol`` is not in the group, so strong noise gives ``C1``.
-    within : PointGroup or str, optional
-        A parent group (e.g. the input's symmetry): the result is :math:`\mathrm{Stab}(\theta)\cap`
-        ``within``.
+    within : PointGroup, str, ase.Atoms or pymatgen structure, optional
+        A parent group (e.g. the input's symmetry; a structure stands for its point group): the
+        result is :math:`\mathrm{Stab}(\theta)\cap` ``within``.
     atol : float
         Absolute slack added to the bound (a non-``0e`` part with norm below ``atol / 2`` is
         treated as zero, giving ``O3``).

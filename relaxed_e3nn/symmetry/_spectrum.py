@@ -126,7 +126,7 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
         Output PNG (written atomically).
     title : str, optional
     significant : set of (layer, irrep), optional
-        Bars to draw hatched-free and dark (the rest light), e.g. from
+        Bars drawn opaque (the others faded), e.g. the significant blocks from
         :func:`relaxed_e3nn.symmetry.breaking_significance`.
     """
     rows = list(rows)
@@ -206,7 +206,7 @@ def plot_signal(theta, path, irreps=None, group=None, title: Optional[str] = Non
                 ax.plot(math.atan2(u[1], u[0]), math.asin(max(-1.0, min(1.0, u[2]))), marker, color="k", ms=5)
                 ax.annotate(symbol, (math.atan2(u[1], u[0]), math.asin(max(-1.0, min(1.0, u[2])))), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=9, pad=14)
         ax.set_xticklabels([])
         ax.grid(True, alpha=0.3)
     fig.suptitle(title or "relaxed weights as spherical functions", fontsize=10)
