@@ -281,19 +281,33 @@ def test_relax_returns_relaxed_convolution_for_a_bare_convolution():
 
 
 def test_bad_arguments():
-    args = ("2x0e", "0e", "0e+1o", "1x1o", [3, 4], 2.0)
+    args = ("2x0e", "0e", "0e+1o", "1x1o", 3, 1, 4, 2.0)
     with pytest.raises(ValueError, match="relax_at"):
         RelaxedConvolution(*args, relax_at="edges")
     with pytest.raises(ValueError, match="mixing"):
         RelaxedConvolution(*args, mixing="sum")
-    with pytest.raises(ValueError, match="fc_neurons"):
-        RelaxedConvolution("2x0e", "0e", "0e+1o", "1x1o", 3, 2.0)
+    with pytest.raises(ValueError, match="number_of_basis"):
+        RelaxedConvolution("2x0e", "0e", "0e+1o", "1x1o", [3], 1, 4, 2.0)
+    with pytest.raises(ValueError, match="radial_layers"):
+        RelaxedConvolution("2x0e", "0e", "0e+1o", "1x1o", 3, -1, 4, 2.0)
     with pytest.raises(ValueError, match="num_neighbors"):
-        RelaxedConvolution("2x0e", "0e", "0e+1o", "1x1o", [3], -1.0)
+        RelaxedConvolution("2x0e", "0e", "0e+1o", "1x1o", 3, 0, 4, -1.0)
     with pytest.raises(ValueError, match="irreps_relaxed"):
         RelaxedConvolution(*args, irreps_relaxed=-1)
     with pytest.raises(ValueError, match="produces nothing"):
-        RelaxedConvolution("2x0e", "0e", "0e", "1x1o", [3], 2.0)
+        RelaxedConvolution("2x0e", "0e", "0e", "1x1o", 3, 0, 4, 2.0)
+
+
+def test_same_positional_arguments_as_gate_points_2101():
+    """The constructor is a drop-in for gate_points_2101.Convolution: same positional arguments."""
+    args = ("4x0e+2x1o", "0e", "0e+1o+2e", "4x0e+2x1o", 5, 2, 7, 3.0)
+    plain = gate_points_2101.Convolution(*args)
+    relaxed = RelaxedConvolution(*args)
+    assert relaxed.fc.hs == plain.fc.hs
+    assert relaxed.tp.instructions == plain.tp.instructions
+    relaxed.load_state_dict(plain.state_dict(), strict=False)
+    missing = set(relaxed.state_dict()) - set(plain.state_dict())
+    assert missing == {"theta.theta", "edge_relaxation.weight", "node_relaxation.weight"}
 
 
 def test_bad_inputs_raise():
@@ -335,9 +349,10 @@ def test_state_dict_and_pickle_round_trip(tmp_path):
     torch.save(conv, tmp_path / "conv.pt")
     loaded = torch.load(tmp_path / "conv.pt", weights_only=False)
     assert torch.equal(run_conv(loaded, x, attr, pos), expected)
-    fresh = RelaxedConvolution(*(getattr(conv, n) for n in (
-        "irreps_node_input", "irreps_node_attr", "irreps_edge_attr", "irreps_node_output", "fc_neurons",
-        "num_neighbors")), irreps_relaxed=conv.irreps_relaxed, relax_at=conv.relax_at).to(torch.float64)
+    number_of_basis, *hidden = conv.fc_neurons
+    fresh = RelaxedConvolution(conv.irreps_in, conv.irreps_node_attr, conv.irreps_edge_attr, conv.irreps_out,
+                               number_of_basis, len(hidden), hidden[0], conv.num_neighbors,
+                               irreps_relaxed=conv.irreps_relaxed, relax_at=conv.relax_at).to(torch.float64)
     fresh.load_state_dict(conv.state_dict())
     assert torch.equal(run_conv(fresh, x, attr, pos), expected)
 

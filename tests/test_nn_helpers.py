@@ -14,7 +14,7 @@ def relative_tolerance(dtype):
     return {torch.float32: 2e-5, torch.float64: 1e-10}[dtype]
 
 
-def random_orthogonal(n, generator=None):
+def random_orthogonal(n):
     """n random elements of O(3): Haar rotations, every second one times -1 (improper)."""
     out = []
     for k in range(n):
@@ -117,7 +117,7 @@ def cached_conv(name, dtype, relax_at="both", mixing="angle"):
         old = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
-            conv = RelaxedConvolution(irreps_in, irreps_attr, irreps_edge, irreps_out, [NUMBER_OF_BASIS, 8], 3.0,
+            conv = RelaxedConvolution(irreps_in, irreps_attr, irreps_edge, irreps_out, NUMBER_OF_BASIS, 1, 8, 3.0,
                                       irreps_relaxed=irreps_relaxed, relax_at=relax_at, mixing=mixing)
         finally:
             torch.set_default_dtype(old)

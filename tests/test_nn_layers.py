@@ -214,3 +214,17 @@ def test_theta_linear_map_keeps_float64_precision_after_to():
         torch.set_default_dtype(old)
     error = (linear_map(D_theta @ theta) - D @ linear_map(theta) @ D.T).abs().max()
     assert error < 1e-12
+
+
+def test_node_map_carries_the_v_cross_b_coupling(dtype):
+    # 1o x 1e -> 1o: with theta an axial vector B the node map acts as x -> c (x cross B)
+    linear_map = ThetaLinearMap("1o", "1e", "1o")
+    B = torch.randn(3)
+    v = torch.randn(5, 3)
+    out = (v @ linear_map(B)).detach()
+    cross = torch.linalg.cross(v, B.expand(5, 3), dim=1)
+    c = (out * cross).sum() / (cross * cross).sum()
+    assert abs(float(c)) > 1e-3
+    torch.testing.assert_close(out, c * cross, atol=10 * relative_tolerance(dtype), rtol=0)
+    # a natural-parity map has no room for a pseudoscalar theta at all
+    assert ThetaLinearMap("0e+1o+2e", "0o", "0e+1o+2e").num_paths == 0

@@ -15,8 +15,8 @@ class _TwoLayers(torch.nn.Module):
     def __init__(self):
         super().__init__()
         edge = o3.Irreps.spherical_harmonics(2)
-        self.conv1 = RelaxedConvolution("0e", "0e", edge, "4x0e+2x1o+2x2e", [5, 8], 7.0, irreps_relaxed=L_RELAXED)
-        self.conv2 = RelaxedConvolution("4x0e+2x1o+2x2e", "0e", edge, "1x1o", [5, 8], 7.0, irreps_relaxed=L_RELAXED)
+        self.conv1 = RelaxedConvolution("0e", "0e", edge, "4x0e+2x1o+2x2e", 5, 1, 8, 7.0, irreps_relaxed=L_RELAXED)
+        self.conv2 = RelaxedConvolution("4x0e+2x1o+2x2e", "0e", edge, "1x1o", 5, 1, 8, 7.0, irreps_relaxed=L_RELAXED)
 
     def forward(self, pos):
         edge_src, edge_dst = complete_graph(pos.shape[0])

@@ -76,11 +76,13 @@ class RelaxedConvolution(torch.nn.Module):
 
     Parameters
     ----------
-    irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_node_output : `e3nn.o3.Irreps`
+    irreps_in, irreps_node_attr, irreps_edge_attr, irreps_out : `e3nn.o3.Irreps`
         Node features in, node attributes, edge attributes, node features out.
-    fc_neurons : list of int
-        Sizes of the radial network's input and hidden layers (its output size is the number of
-        tensor-product weights), e.g. ``[number_of_basis, 32]``.
+    number_of_basis : int
+        Size of the radial embedding ``edge_length_embedded``.
+    radial_layers, radial_neurons : int
+        Hidden layers of the radial network and their width (its output size is the number of
+        tensor-product weights).
     num_neighbors : float
         Typical number of neighbours; the sum over edges is divided by its square root.
     irreps_relaxed : int, str or `e3nn.o3.Irreps`, keyword-only
@@ -95,11 +97,13 @@ class RelaxedConvolution(torch.nn.Module):
 
     def __init__(
         self,
-        irreps_node_input,
+        irreps_in,
         irreps_node_attr,
         irreps_edge_attr,
-        irreps_node_output,
-        fc_neurons: Sequence[int],
+        irreps_out,
+        number_of_basis: int,
+        radial_layers: int,
+        radial_neurons: int,
         num_neighbors: float,
         *,
         irreps_relaxed=2,
@@ -107,6 +111,20 @@ class RelaxedConvolution(torch.nn.Module):
         mixing: str = "angle",
     ) -> None:
         super().__init__()
+        for name, value, minimum in (
+            ("number_of_basis", number_of_basis, 1),
+            ("radial_layers", radial_layers, 0),
+            ("radial_neurons", radial_neurons, 1),
+        ):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"RelaxedConvolution: {name} must be an int >= {minimum}, got {value!r}")
+        fc_neurons = [int(number_of_basis)] + int(radial_layers) * [int(radial_neurons)]
+        self._build(irreps_in, irreps_node_attr, irreps_edge_attr, irreps_out, fc_neurons, num_neighbors,
+                    irreps_relaxed, relax_at, mixing)
+
+    def _build(self, irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_node_output,
+               fc_neurons: Sequence[int], num_neighbors: float, irreps_relaxed, relax_at: str, mixing: str) -> None:
+        # fc_neurons: radial-net sizes before its output layer; any list here, so v2106 convolutions convert too
         if relax_at not in _RELAX_AT:
             raise ValueError(f"RelaxedConvolution: relax_at must be one of {_RELAX_AT}, got {relax_at!r}")
         if mixing not in _MIXING:
@@ -273,17 +291,11 @@ class RelaxedConvolution(torch.nn.Module):
         else:
             irreps_input, irreps_output = conv.irreps_node_input, conv.irreps_node_output
         reference = next(conv.parameters())
-        relaxed = cls(
-            irreps_input,
-            conv.irreps_node_attr,
-            conv.irreps_edge_attr,
-            irreps_output,
-            list(conv.fc.hs[:-1]),
-            conv.num_neighbors,
-            irreps_relaxed=irreps_relaxed,
-            relax_at=relax_at,
-            mixing=mixing,
-        ).to(device=reference.device, dtype=reference.dtype)
+        relaxed = cls.__new__(cls)
+        torch.nn.Module.__init__(relaxed)
+        relaxed._build(irreps_input, conv.irreps_node_attr, conv.irreps_edge_attr, irreps_output,
+                       list(conv.fc.hs[:-1]), conv.num_neighbors, irreps_relaxed, relax_at, mixing)
+        relaxed = relaxed.to(device=reference.device, dtype=reference.dtype)
         if relaxed.tp.instructions != conv.tp.instructions or relaxed.irreps_mid != conv.tp.irreps_out:
             raise ValueError("from_equivariant: conv's tensor product does not match e3nn's construction")
         shared = ["sc", "lin1", "tp", "fc", "lin2"] + (["alpha"] if mixing == "alpha" else [])

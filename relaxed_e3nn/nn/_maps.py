@@ -62,17 +62,13 @@ class ThetaLinearMap(torch.nn.Module):
                         fan_in[k] += mul_in * mul_theta
         # one block per (i, k): the theta copies of all its paths stacked along one axis V
         self._blocks: List[Tuple[int, int, Tuple[int, ...], int, int, int, int, int, int]] = []
-        weight_offset, coupling_offset = 0, 0
-        scalar_weight = []
+        weight_offset = 0
         for (i, k), js in paths.items():
             mul_in, ir_in = self.irreps_in[i]
             mul_out, ir_out = self.irreps_out[k]
             copies = sum(self.irreps_relaxed[j].mul for j in js)
             self._blocks.append((i, k, tuple(js), copies, mul_in, mul_out, ir_in.dim, ir_out.dim, weight_offset))
-            for j in js:
-                scalar_weight.append((weight_offset, mul_in, copies, mul_out, j))
             weight_offset += mul_in * copies * mul_out
-            coupling_offset += copies * ir_in.dim * ir_out.dim
         self._fan_in = fan_in
         self._coupling_sizes = [copies * dim_in * dim_out for (_, _, _, copies, _, _, dim_in, dim_out, _) in self._blocks]
         self._row_sizes = [mul * ir.dim for mul, ir in self.irreps_in]
