@@ -1,11 +1,12 @@
 """Approximate permutation symmetry on a fixed graph: layers, limits, projector, coarsening, theory."""
-import contextlib
 import itertools
 
 import networkx as nx
 import numpy as np
 import pytest
 import torch
+
+from relaxed_e3nn._dtype import default_dtype
 
 from relaxed_e3nn.graph import (
     ApproxEquivariantGNN,
@@ -23,15 +24,6 @@ from relaxed_e3nn.graph import (
 
 CLUSTERS = ["a", "a", "a", "b", "b", "c", "d", "d", "d", "d"]  # sizes 3, 2, 1, 4
 
-
-@contextlib.contextmanager
-def default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def relative_tolerance(dtype):

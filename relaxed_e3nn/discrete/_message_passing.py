@@ -20,7 +20,7 @@ so any function symmetric in the orbit index is G-invariant.
     W (g X_e) = \sum_k (W_k\, g)\, X_{e,k},
 
 with :math:`W_k g` precomputed for all g in one einsum (then one batched matmul over g per
-layer, never |G| separate calls) and the g-independent part
+layer, never :math:`|G|` separate calls) and the g-independent part
 :math:`u_e = U [h_i, h_j, |x_i - x_j|^2, a_e] + b` computed once per edge and added inside
 that matmul.
 
@@ -211,7 +211,7 @@ class PointGroupMessagePassing(torch.nn.Module):
         return transported.reshape(self.group_order, readout.shape[1], -1)
 
     def orbit_features(self, tuples: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """Per-element features ``relu(W (g X) + shift)``: tuples (M, k, 3), weight (K, k, 3) -> (M, |G|, K)."""
+        """Per-element features ``relu(W (g X) + shift)``: tuples (M, k, 3), weight (K, k, 3) -> ``(M, |G|, K)``."""
         m = tuples.shape[0]
         pre = torch.einsum("mi,gic->mgc", tuples.reshape(m, 3 * tuples.shape[1]), self._composed_weight(weight))
         return torch.relu_(pre + shift[:, None, :])  # in place: relu's backward needs only its result

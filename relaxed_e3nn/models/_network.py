@@ -10,6 +10,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import Gate
 from e3nn.nn.models.gate_points_2101 import Convolution
 
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.data import AtomicGraph
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
@@ -23,18 +24,6 @@ _ACT_GATES = {1: torch.sigmoid, -1: torch.tanh}
 
 def _tp_path_exists(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, ir_out: o3.Irrep) -> bool:
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in1.simplify() for _, ir2 in irreps_in2.simplify())
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Build e3nn modules in ``dtype``: their Clebsch-Gordan constants take the default dtype at
-    construction, and converting a float32-built module to float64 keeps float32-accurate constants."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 class _GatedLayer(torch.nn.Module):

@@ -10,12 +10,13 @@ so with :math:`\theta` held fixed it is exactly equivariant under the stabilizer
 :math:`\mathrm{Stab}(\theta) = \{g : D_\theta(g)\theta = \theta\}`. The ``0e`` entries start at 1 and every
 other ("breaking") entry at 0, which makes a freshly built relaxed layer exactly O(3)-equivariant.
 """
-import contextlib
 import copy
 from typing import Iterator, Tuple
 
 import torch
 from e3nn import o3
+
+from relaxed_e3nn.groups import D_from_matrix
 
 __all__ = ["RelaxedWeights", "relaxed_parameters", "rotate", "irreps_relaxed_from"]
 
@@ -206,28 +207,12 @@ def _as_orthogonal_matrix(R, name: str = "R") -> torch.Tensor:
     return R
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype):
-    # e3nn builds Wigner D matrices in the default dtype whatever the dtype of R
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def wigner_D_float64(irreps: o3.Irreps, R: torch.Tensor) -> torch.Tensor:
-    """``irreps.D_from_matrix(R)`` computed in float64 on the CPU, whatever the default dtype."""
-    with _default_dtype(torch.float64):
-        return o3.Irreps(irreps).D_from_matrix(R.detach().to(device="cpu", dtype=torch.float64))
-
-
 def rotate(model: torch.nn.Module, R) -> torch.nn.Module:
     r"""Deep copy of ``model`` with every relaxed weight rotated, :math:`\theta \to D_\theta(R)\,\theta`.
 
     By joint equivariance, ``rotate(model, R)(R . input) = D_out(R) model(input)``; ``R`` may be
-    improper (parity is handled by e3nn's ``D_from_matrix``).
+    improper (parity included). The matrices come from :func:`relaxed_e3nn.groups.D_from_matrix`,
+    in float64 whatever the default dtype.
 
     Parameters
     ----------
@@ -244,7 +229,7 @@ def rotate(model: torch.nn.Module, R) -> torch.nn.Module:
             if isinstance(module, RelaxedWeights):
                 theta = module.theta
                 # D in float64 on the CPU for accuracy, then cast to theta's dtype and device
-                D = wigner_D_float64(module.irreps, R)
+                D = D_from_matrix(module.irreps, R.detach().to(device="cpu", dtype=torch.float64))
                 rotated_theta = D @ theta.detach().to(device="cpu", dtype=torch.float64)
                 theta.copy_(rotated_theta.to(device=theta.device, dtype=theta.dtype))
     return rotated
