@@ -270,17 +270,6 @@ def test_import_data_stays_free_of_layers():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_placeholder_demo_builds_a_graph(capsys):
-    from relaxed_e3nn.cli import _demo, main
-
-    if "placeholder" not in (_demo.__doc__ or ""):
-        pytest.skip("the placeholder demo has been replaced; its own tests cover it")
-    assert main(["demo", "--structure", "CH4", "--cutoff", "1.5"]) == 0
-    out = capsys.readouterr().out
-    assert "atoms          : 5" in out and "edges          : 8" in out
-    assert main(["demo", "--cutoff", "-1"]) == 1
-
-
 def test_docstring_examples():
     import doctest
 
