@@ -2,6 +2,7 @@
 from typing import Tuple
 
 import numpy as np
+import torch
 
 __all__ = ["neighbor_list"]
 
@@ -10,13 +11,8 @@ _COINCIDENT = 1e-8
 
 
 def _as_array(name, value, shape_tail, dtype=np.float64):
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as err:

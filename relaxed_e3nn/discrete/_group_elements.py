@@ -3,17 +3,11 @@ from typing import Union
 
 import torch
 
+from relaxed_e3nn.groups import PointGroup, point_group, point_group_from_generators
+
 __all__ = ["group_elements"]
 
 _TOLERANCE = 1e-6
-
-
-def _from_catalogue(name: str):
-    try:
-        from relaxed_e3nn.groups import point_group
-    except ImportError as err:  # pragma: no cover - the catalogue ships with the package
-        raise ValueError(f"group: cannot look up {name!r}, the point-group catalogue is unavailable") from err
-    return point_group(name)
 
 
 def _is_closed(mats: torch.Tensor) -> bool:
@@ -29,7 +23,7 @@ def group_elements(group: Union[str, torch.Tensor, object]) -> torch.Tensor:
     ----------
     group : str, PointGroup, array_like
         A Schoenflies name from the ``relaxed_e3nn.groups`` catalogue (standard frame), a
-        ``PointGroup`` (any object with ``elements``; any frame), the full list of elements as a
+        ``PointGroup`` (any frame), the full list of elements as a
         ``(G, 3, 3)`` array, or a list of generators, closed with
         ``relaxed_e3nn.groups.point_group_from_generators``.
 
@@ -45,11 +39,10 @@ def group_elements(group: Union[str, torch.Tensor, object]) -> torch.Tensor:
         cannot be closed into a finite group.
     """
     if isinstance(group, str):
-        group = _from_catalogue(group)
-    if hasattr(group, "elements"):
-        if getattr(group, "is_finite", True) is False:
-            name = getattr(group, "schoenflies", "group")
-            raise ValueError(f"group: point-group message passing needs a finite group, got {name}")
+        group = point_group(group)
+    if isinstance(group, PointGroup):
+        if not group.is_finite:
+            raise ValueError(f"group: point-group message passing needs a finite group, got {group.schoenflies}")
         mats = group.elements
     else:
         mats = group
@@ -75,15 +68,8 @@ def group_elements(group: Union[str, torch.Tensor, object]) -> torch.Tensor:
     if bool((pair_distance < _TOLERANCE).any()):
         raise ValueError("group: elements contain duplicates")
     if not _is_closed(mats):
-        try:
-            from relaxed_e3nn.groups import point_group_from_generators
-        except ImportError as err:
-            raise ValueError(
-                "group: the matrices are not closed under multiplication and no group catalogue is "
-                "available to close them; pass all elements"
-            ) from err
         closed = point_group_from_generators(mats)
-        if getattr(closed, "is_finite", True) is False:
+        if not closed.is_finite:
             raise ValueError("group: the generators generate an infinite group")
         return group_elements(closed)
     identity = (mats - eye).abs().amax((1, 2)) < _TOLERANCE

@@ -2,6 +2,7 @@
 from typing import Tuple
 
 import numpy as np
+import torch
 
 __all__ = ["cluster_labels", "equivariant_dimension"]
 
@@ -23,13 +24,8 @@ def cluster_labels(clusters, argument: str = "clusters") -> Tuple[np.ndarray, in
     k : int
         Number of clusters.
     """
-    try:
-        import torch
-
-        if isinstance(clusters, torch.Tensor):
-            clusters = clusters.detach().cpu().tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(clusters, torch.Tensor):
+        clusters = clusters.detach().cpu().tolist()
     if isinstance(clusters, np.ndarray):
         if clusters.ndim != 1:
             raise ValueError(f"{argument} must be one label per node (1-D), got shape {clusters.shape}")

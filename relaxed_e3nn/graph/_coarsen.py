@@ -2,6 +2,7 @@
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 __all__ = ["coarsen", "automorphism_orbits"]
 
@@ -17,13 +18,8 @@ def _adjacency(graph, argument: str = "graph") -> Tuple[np.ndarray, list]:
         if not nodes:
             raise ValueError(f"{argument} has no nodes")
         return nx.to_numpy_array(graph, nodelist=nodes, weight="weight", dtype=np.float64), nodes
-    try:
-        import torch
-
-        if isinstance(graph, torch.Tensor):
-            graph = graph.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(graph, torch.Tensor):
+        graph = graph.detach().cpu().numpy()
     try:
         matrix = np.asarray(graph, dtype=np.float64)
     except (TypeError, ValueError):

@@ -6,6 +6,7 @@ to and from torch at their boundary.
 import math
 
 import numpy as np
+import torch
 
 __all__ = [
     "as_matrices",
@@ -25,13 +26,8 @@ __all__ = [
 
 def as_matrices(mats, name="mats"):
     """Convert a tensor / array / nested list to a float64 numpy array of shape ``[N, 3, 3]``."""
-    try:
-        import torch
-
-        if isinstance(mats, torch.Tensor):
-            mats = mats.detach().cpu().double().numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if isinstance(mats, torch.Tensor):
+        mats = mats.detach().cpu().double().numpy()
     if isinstance(mats, (list, tuple)):
         mats = [np.asarray(_to_numpy(m), dtype=np.float64) for m in mats]
         if not mats:
@@ -50,13 +46,8 @@ def as_matrices(mats, name="mats"):
 
 
 def _to_numpy(m):
-    try:
-        import torch
-
-        if isinstance(m, torch.Tensor):
-            return m.detach().cpu().double().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(m, torch.Tensor):
+        return m.detach().cpu().double().numpy()
     return m
 
 

@@ -17,11 +17,9 @@ def _structure_kind(obj):
         return "crystal", obj
     if isinstance(obj, Molecule):
         return "molecule", obj
-    try:
-        from ase import Atoms
-    except ImportError:  # pragma: no cover - ase is a dependency
-        Atoms = None
-    if Atoms is not None and isinstance(obj, Atoms):
+    from ase import Atoms
+
+    if isinstance(obj, Atoms):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         if len(obj) == 0:

@@ -486,12 +486,9 @@ class _Trainer:
 
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
-            try:
-                from tqdm import tqdm
+            from tqdm import tqdm
 
-                tqdm.write(message, file=sys.stdout)
-            except ImportError:  # pragma: no cover
-                print(message)
+            tqdm.write(message, file=sys.stdout)
 
     # ------------------------------------------------------------------ files
     def _write_progress(self, epoch: int) -> None:
