@@ -12,7 +12,7 @@ from typing import List, Optional
 __all__ = ["main"]
 
 # module name -> one subcommand each; order is the order of ``--help``.
-_SUBCOMMAND_MODULES = ["_demo", "_train", "_evaluate", "_predict", "_analyze", "_generate", "_bench"]
+_SUBCOMMAND_MODULES = ["_demo", "_train", "_evaluate", "_predict", "_analyze", "_generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relaxed-e3nn {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"relaxed_e3nn.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"relaxed_e3nn.cli.{name}":
-                continue  # subcommand not shipped in this build
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"relaxed_e3nn.cli.{name}").add_parser(subparsers)
     return parser
 
 
