@@ -82,7 +82,7 @@ class RelaxedCalculator(Calculator):
                 model = model_from_dict(model_to_dict(model), map_location=device, dtype=dtype)
             model = model.to(device)
         elif isinstance(path_or_model, (str, os.PathLike)):
-            model = load(path_or_model, map_location=device, dtype=dtype)
+            model = load(path_or_model, map_location=device, dtype=dtype, kind="RelaxedNetwork")
         else:
             raise TypeError(
                 "RelaxedCalculator: path_or_model must be a path or a RelaxedNetwork, "

@@ -509,3 +509,22 @@ def test_graph_without_edges(variant):
             model(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 1), none, none)
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_moving_to_float64_keeps_the_group_exact():
+    """A model built under a float32 default and moved to float64 re-derives exact elements."""
+    from scipy.spatial.transform import Rotation
+
+    from relaxed_e3nn.groups import point_group
+
+    frame = torch.tensor(Rotation.random(random_state=3).as_matrix())
+    group = point_group("D3d", frame=frame)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        model = DEGNN(group, 2, hidden=8, layers=1)
+    finally:
+        torch.set_default_dtype(old)
+    assert (model.layers[0].elements.double() - group.elements).abs().max() > 1e-9  # float32-rounded
+    model = model.to(torch.float64)
+    assert torch.equal(model.layers[0].elements, group.elements)

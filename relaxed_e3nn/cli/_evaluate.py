@@ -35,7 +35,7 @@ def run(args) -> int:
     from relaxed_e3nn.train._loop import evaluate
     from relaxed_e3nn.train._sources import read_atoms
 
-    model = relaxed_e3nn.load(args.model)
+    model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
     source = {"path": args.data, "format": args.format, "index": args.index, "targets": args.targets}
     items = read_atoms(source, where="DATA")
     graphs = graphs_for_model(model, [a for a, _ in items], origins=[o for _, o in items],

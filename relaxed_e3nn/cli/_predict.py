@@ -32,7 +32,7 @@ def run(args) -> int:
     from relaxed_e3nn.train._inference import predict
     from relaxed_e3nn.train._sources import read_atoms
 
-    model = relaxed_e3nn.load(args.model)
+    model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
     items = read_atoms({"path": args.data, "format": args.format, "index": args.index}, where="DATA")
     frames = predict(model, [a for a, _ in items], batch_size=args.batch_size,
                      compute_forces=not args.no_forces, compute_stress=args.stress)

@@ -152,6 +152,9 @@ class PointGroupMessagePassing(torch.nn.Module):
         if int(edge_attr_dim) < 0:
             raise ValueError(f"edge_attr_dim must be >= 0, got {edge_attr_dim!r}")
         elements = group_elements(group)
+        # exact float64 copy: a module moved to another dtype re-derives its elements from it
+        # (casting float32-rounded elements to float64 would break equivariance at ~1e-8)
+        self._elements_float64 = elements
         self.register_buffer("elements", elements.to(torch.get_default_dtype()))
         # one element of each pair {h, -h} when the inversion is in G (halves the orbit's matmuls)
         half = _inversion_pairs(elements)
@@ -189,6 +192,11 @@ class PointGroupMessagePassing(torch.nn.Module):
                 torch.randn(vector_channels, width, 3) * (1e-2 / math.sqrt(width))
             )
         self.node_mlp = _mlp(2 * self.hidden, self.hidden, self.hidden)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.elements = self._elements_float64.to(device=self.elements.device, dtype=self.elements.dtype)
+        return self
 
     @property
     def group_order(self) -> int:

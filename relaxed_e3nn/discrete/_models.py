@@ -9,12 +9,16 @@ symmetry they build in: E(3) for ``EGNN``, a finite point group G about a centre
 Node inputs are the per-particle scalars ``node_attr`` (charges, masses, species) and
 :math:`|v_i|^2`; each edge also gets the products ``node_attr[i] * node_attr[j]``
 (e.g. :math:`q_i q_j`) as invariant edge scalars.
+
+Both are written and read with ``relaxed_e3nn.save`` / ``relaxed_e3nn.load`` (the package's one
+model file format) through ``to_config`` / ``from_config`` and their ``state_dict``.
 """
 from typing import Optional
 
 import torch
 
 from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import VARIANTS, PointGroupMessagePassing, _mlp
 
 __all__ = ["DEGNN", "EGNN", "EGNNLayer"]
@@ -51,6 +55,11 @@ def _check_inputs(pos, vel, node_attr, edge_src, edge_dst, batch, node_attr_dim)
             raise ValueError("batch: indices must be non-negative")
 
 
+def _check_dtype(cls, dtype):
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"{cls.__name__}.from_config: dtype must be a floating torch.dtype, got {dtype!r}")
+
+
 def _node_centers(center, default, pos, batch):
     """Per-node centre (N, 3) from a global (3,) or per-system (B, 3) centre."""
     c = default if center is None else torch.as_tensor(center, dtype=pos.dtype, device=pos.device)
@@ -69,7 +78,9 @@ def _node_centers(center, default, pos, batch):
 
 
 class _DynamicsModel(torch.nn.Module):
-    """Shared embedding, input checks and the stack of layers."""
+    """Shared embedding, input checks, the stack of layers and the config round trip."""
+
+    _CONFIG_KEYS = ("node_attr_dim", "hidden", "layers", "center")
 
     def __init__(self, node_attr_dim: int, hidden: int, layers: int, center):
         super().__init__()
@@ -86,6 +97,44 @@ class _DynamicsModel(torch.nn.Module):
             raise ValueError(f"center: expected 3 finite numbers, got {center!r}")
         self.register_buffer("center", c.clone())
         self.layers = torch.nn.ModuleList()
+
+    def to_config(self) -> dict:
+        """The constructor arguments as plain data (JSON-able): ``type(self).from_config`` inverts it.
+
+        ``center`` is the current value of the ``center`` buffer.
+        """
+        return {
+            "node_attr_dim": self.node_attr_dim,
+            "hidden": self.hidden,
+            "layers": self.num_layers,
+            "center": [float(x) for x in self.center.detach().cpu().tolist()],
+        }
+
+    @classmethod
+    def _kwargs_from_config(cls, config: dict) -> dict:
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls.__name__}.from_config: config must be a dict, got {type(config).__name__}")
+        missing = [k for k in cls._CONFIG_KEYS if k not in config]
+        unknown = sorted(set(config) - set(cls._CONFIG_KEYS))
+        if missing or unknown:
+            raise ValueError(
+                f"{cls.__name__}.from_config: config has missing keys {missing} and unknown keys {unknown}; "
+                f"expected exactly {list(cls._CONFIG_KEYS)}"
+            )
+        return dict(config)
+
+    @classmethod
+    def from_config(cls, config: dict, dtype: Optional[torch.dtype] = None) -> "_DynamicsModel":
+        """A freshly initialised model from :meth:`to_config`'s dict, in ``dtype`` (default dtype if omitted).
+
+        Raises
+        ------
+        ValueError
+            If ``config`` lacks a key, has an unknown one, or holds an invalid value.
+        """
+        _check_dtype(cls, dtype)
+        model = cls(**cls._kwargs_from_config(config))
+        return model if dtype is None else model.to(dtype)
 
     def forward(
         self,
@@ -162,6 +211,10 @@ class DEGNN(_DynamicsModel):
     torch.Size([2, 3])
     """
 
+    _CONFIG_KEYS = _DynamicsModel._CONFIG_KEYS + (
+        "group", "group_name", "variant", "reduce", "orbit_width", "node_orbit",
+    )
+
     def __init__(
         self,
         group,
@@ -178,10 +231,18 @@ class DEGNN(_DynamicsModel):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant = variant
+        # float64 master copy of the group (the layers' buffers follow the model's dtype), kept
+        # for the config so the group survives save/load exactly whatever the model's dtype
+        self._group_elements = group_elements(group)
+        if isinstance(group, str):
+            from relaxed_e3nn.groups import point_group
+
+            group = point_group(group)  # its canonical name
+        self.group_name: Optional[str] = getattr(group, "schoenflies", None)
         for _ in range(self.num_layers):
             self.layers.append(
                 PointGroupMessagePassing(
-                    group,
+                    self._group_elements,
                     self.hidden,
                     edge_attr_dim=self.node_attr_dim,
                     orbit_width=orbit_width,
@@ -195,6 +256,52 @@ class DEGNN(_DynamicsModel):
     def elements(self) -> torch.Tensor:
         """The group elements ``(G, 3, 3)`` the model is equivariant under."""
         return self.layers[0].elements
+
+    def to_config(self) -> dict:
+        """The constructor arguments as plain data; ``group`` is the float64 element list (exact).
+
+        ``group_name`` (the catalogue name the model was built from, or None) is informational.
+        """
+        first = self.layers[0]
+        return {
+            **super().to_config(),
+            "group": self._group_elements.tolist(),
+            "group_name": self.group_name,
+            "variant": self.variant,
+            "reduce": first.reduce,
+            "orbit_width": first.orbit_width,
+            "node_orbit": first.node_orbit,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, dtype: Optional[torch.dtype] = None) -> "DEGNN":
+        """A freshly initialised model from :meth:`to_config`'s dict, in ``dtype`` (default dtype if omitted).
+
+        The layers' ``elements`` buffers are set from the float64 element list in ``dtype``, not
+        rounded through the default dtype on the way.
+
+        Raises
+        ------
+        ValueError
+            If ``config`` lacks a key, has an unknown one, or holds an invalid value (including
+            matrices that are not a finite group).
+        """
+        _check_dtype(cls, dtype)
+        kwargs = cls._kwargs_from_config(config)
+        name = kwargs.pop("group_name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"DEGNN.from_config: group_name must be a string or None, got {name!r}")
+        try:
+            kwargs["group"] = torch.tensor(kwargs["group"], dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"DEGNN.from_config: group must be a (G, 3, 3) nested list of numbers: {err}") from err
+        model = cls(**kwargs)
+        if dtype is not None:
+            model = model.to(dtype)
+        model.group_name = name
+        for layer in model.layers:
+            layer.elements = model._group_elements.to(dtype=model.embedding.weight.dtype, copy=True)
+        return model
 
     @staticmethod
     def _layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr):

@@ -163,7 +163,8 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
         ``interaction``, ``n_bodies``, ``speed``, ``input_frame``, ``target_frame``,
         ``n_train``/``n_val``/``n_test``, ``data_seed``, ``epochs``, ``lr``, ``weight_decay``,
         ``batch_size``, ``seed`` (initialisation and shuffling), ``dtype``, ``out_dir``
-        (``metrics.json`` is written there atomically).
+        (after a successful run the trained model is written there as ``model.pt`` with
+        :func:`relaxed_e3nn.save`, then ``metrics.json``, each atomically).
     data : BoxDynamicsData, optional
         Pre-generated samples (at least ``n_train + n_val + n_test``) to skip the simulation.
 
@@ -171,8 +172,9 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
     -------
     dict
         ``test_mse``, ``val_mse``, ``train_mse``, ``best_epoch``, ``time_per_step_s`` (median
-        wall time of one optimisation step), ``n_parameters``, ``group``, ``group_order`` and
-        the resolved ``config``.
+        wall time of one optimisation step), ``n_parameters``, ``group``, ``group_order``,
+        ``model_path`` (the written ``model.pt``, or None without ``out_dir``) and the resolved
+        ``config``. The model written is the one scored: the weights of ``best_epoch``.
     """
     cfg = _check_config(config)
     dtype = _DTYPES[cfg["dtype"]]
@@ -199,6 +201,10 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
     torch.manual_seed(int(cfg["seed"]))
     model, group_name = build_dynamics_model(cfg, data)
     model = model.to(dtype)
+    if isinstance(model, DEGNN):
+        # group elements from the float64 master copy, not widened from the default dtype
+        for layer in model.layers:
+            layer.elements = model._group_elements.to(dtype, copy=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     edge_cache = {}
     best = (math.inf, -1, copy.deepcopy(model.state_dict()))
@@ -212,7 +218,7 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
             optimizer.zero_grad()
             loss = ((_predict(model, train, index, edge_cache) - train.target[index]) ** 2).mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_dynamics: loss became {float(loss)} at epoch {epoch}")
+                raise FloatingPointError(f"train_dynamics: loss became {loss.detach().item()} at epoch {epoch}")
             loss.backward()
             optimizer.step()
             step_times.append(time.perf_counter() - tic)
@@ -230,9 +236,19 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
         "best_epoch": best[1],
         "time_per_step_s": float(np.median(step_times)),
         "n_parameters": sum(p.numel() for p in model.parameters()),
+        "model_path": None,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
     }
     if cfg["out_dir"] is not None:
-        with atomic_write(Path(cfg["out_dir"]) / "metrics.json", mode="w") as handle:
+        # The one model file format lives in relaxed_e3nn.models, a layer above this one; it is
+        # reached through the package's public entry point at call time only, so importing
+        # relaxed_e3nn.discrete never imports relaxed_e3nn.models.
+        import relaxed_e3nn
+
+        out_dir = Path(cfg["out_dir"])
+        model_path = out_dir / "model.pt"
+        relaxed_e3nn.save(model, model_path)
+        result["model_path"] = str(model_path)
+        with atomic_write(out_dir / "metrics.json", mode="w") as handle:
             json.dump(result, handle, indent=2, default=float)
     return result
