@@ -8,7 +8,7 @@ group in; ``DEGNN`` with the trivial group ``C1`` has the same architecture and 
 
     python examples/box_dynamics.py [--half-widths 5 4 3] [--epochs 60] [--out-dir runs/box]
 
-Each model is trained with ``relaxed_e3nn.discrete.train_dynamics`` (the same function the
+Each model is trained with ``relaxed_e3nn.train.train_dynamics`` (the same function the
 ``relaxed-e3nn train`` command uses for ``task: box_dynamics``) on the same data; the script
 prints the test MSE of the predicted positions 20 frames ahead and the group that was used,
 and writes one ``metrics.json`` per model under ``--out-dir``.
@@ -19,7 +19,7 @@ import os
 import torch
 
 from relaxed_e3nn.data.generators import box_nbody
-from relaxed_e3nn.discrete import train_dynamics
+from relaxed_e3nn.train import train_dynamics
 
 
 def main(argv=None):

@@ -103,7 +103,7 @@ def test_help_lists_config_keys(capsys):
 
 
 def test_box_dynamics_is_delegated(tmp_path, monkeypatch, capsys):
-    import relaxed_e3nn.discrete
+    import relaxed_e3nn.train._dynamics
 
     seen = {}
 
@@ -111,7 +111,7 @@ def test_box_dynamics_is_delegated(tmp_path, monkeypatch, capsys):
         seen.update(config)
         return {"test_mse": 0.125, "best_epoch": 3}
 
-    monkeypatch.setattr(relaxed_e3nn.discrete, "train_dynamics", fake_train_dynamics)
+    monkeypatch.setattr(relaxed_e3nn.train._dynamics, "train_dynamics", fake_train_dynamics)
     path = tmp_path / "box.yaml"
     path.write_text(yaml.safe_dump({"task": "box_dynamics", "model": "degnn", "epochs": 5}))
     assert main(["train", str(path), "--epochs", "2", "--group", "D2h"]) == 0

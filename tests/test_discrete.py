@@ -11,8 +11,8 @@ from relaxed_e3nn.discrete import (
     PointGroupMessagePassing,
     fully_connected_batch,
     group_elements,
-    train_dynamics,
 )
+from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.discrete import _orbit
 from relaxed_e3nn.discrete._orbit import centrosymmetric_orbit_sum_and_readout, orbit_sum_and_readout
 from relaxed_e3nn.groups import point_group

@@ -12,8 +12,9 @@ from e3nn import o3
 
 import relaxed_e3nn
 from relaxed_e3nn.data.generators._box_nbody import box_nbody
-from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch, train_dynamics
-from relaxed_e3nn.discrete._training import _evaluate, _Tensors
+from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
+from relaxed_e3nn.train import train_dynamics
+from relaxed_e3nn.train._dynamics import _evaluate, _Tensors
 from relaxed_e3nn.groups import point_group
 from relaxed_e3nn.models import RelaxedNetwork, load, model_from_dict, model_to_dict, save
 from test_models import make

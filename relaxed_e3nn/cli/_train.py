@@ -24,7 +24,7 @@ def _key_listing() -> str:
     lines.append("  optim.{" + ", ".join(f.name for f in dataclasses.fields(OptimConfig)) + "}")
     lines.append("  loss.{energy, forces, stress, <target name>}")
     lines.append("  model.{...}: the fields of relaxed_e3nn.models.RelaxedNetworkConfig")
-    lines.append("  task: box_dynamics hands the whole config to relaxed_e3nn.discrete.train_dynamics")
+    lines.append("  task: box_dynamics hands the whole config to relaxed_e3nn.train.train_dynamics")
     lines.append("see docs/training.rst for every key")
     return "\n".join(lines)
 

@@ -8,17 +8,14 @@ stacks them; ``EGNN`` is the E(3)-equivariant baseline with the same interface.
 """
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import EdgeOutputs, PointGroupMessagePassing
-from relaxed_e3nn.discrete._models import DEGNN, EGNN, EGNNLayer
-from relaxed_e3nn.discrete._training import DYNAMICS_DEFAULTS, fully_connected_batch, train_dynamics
+from relaxed_e3nn.discrete._models import DEGNN, EGNN, EGNNLayer, fully_connected_batch
 
 __all__ = [
     "DEGNN",
-    "DYNAMICS_DEFAULTS",
     "EGNN",
     "EGNNLayer",
     "EdgeOutputs",
     "PointGroupMessagePassing",
     "fully_connected_batch",
     "group_elements",
-    "train_dynamics",
 ]

@@ -21,7 +21,7 @@ from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import VARIANTS, PointGroupMessagePassing, _mlp
 
-__all__ = ["DEGNN", "EGNN", "EGNNLayer"]
+__all__ = ["DEGNN", "EGNN", "EGNNLayer", "fully_connected_batch"]
 
 
 def _check_inputs(pos, vel, node_attr, edge_src, edge_dst, batch, node_attr_dim):
@@ -363,3 +363,15 @@ class EGNN(_DynamicsModel):
     @staticmethod
     def _layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr):
         return layer(features, pos, vel, edge_src, edge_dst, edge_attr)
+
+
+def fully_connected_batch(n_systems: int, n_bodies: int, device=None):
+    """Edges of ``n_systems`` fully connected graphs of ``n_bodies`` nodes (no self-loops), and the batch vector."""
+    i, j = torch.meshgrid(torch.arange(n_bodies), torch.arange(n_bodies), indexing="ij")
+    keep = i != j
+    src, dst = j[keep], i[keep]
+    offsets = (torch.arange(n_systems) * n_bodies)[:, None]
+    edge_src = (src[None] + offsets).reshape(-1).to(device)
+    edge_dst = (dst[None] + offsets).reshape(-1).to(device)
+    batch = torch.arange(n_systems).repeat_interleave(n_bodies).to(device)
+    return edge_src, edge_dst, batch

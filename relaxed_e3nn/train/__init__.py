@@ -7,6 +7,7 @@ the final model. ``relaxed-e3nn train CONFIG.yaml`` is the command-line front en
 ``torchrun --nproc_per_node N -m relaxed_e3nn train ...`` it trains data-parallel.
 """
 from relaxed_e3nn.train._checkpoint import load_checkpoint, save_checkpoint
+from relaxed_e3nn.train._dynamics import DYNAMICS_DEFAULTS, train_dynamics
 from relaxed_e3nn.train._config import DataConfig, OptimConfig, TrainConfig, load_config
 from relaxed_e3nn.train._inference import graphs_for_model, predict
 from relaxed_e3nn.train._loop import TrainResult, epoch_permutation, evaluate, fit_atomic_energies, train
@@ -27,4 +28,6 @@ __all__ = [
     "read_atoms",
     "fit_atomic_energies",
     "epoch_permutation",
+    "train_dynamics",
+    "DYNAMICS_DEFAULTS",
 ]

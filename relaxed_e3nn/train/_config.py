@@ -120,7 +120,7 @@ class TrainConfig:
         tqdm progress bars (``auto``: only when stderr is a terminal).
     task : str, optional
         ``"box_dynamics"`` hands the whole config to
-        :func:`relaxed_e3nn.discrete.train_dynamics`.
+        :func:`relaxed_e3nn.train.train_dynamics`.
     data : DataConfig
     model : dict
         Keyword arguments of :class:`relaxed_e3nn.models.RelaxedNetworkConfig`;

@@ -11,9 +11,10 @@ import torch
 
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody
-from relaxed_e3nn.discrete._models import DEGNN, EGNN
+from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
+from relaxed_e3nn.models import save
 
-__all__ = ["train_dynamics", "DYNAMICS_DEFAULTS", "fully_connected_batch"]
+__all__ = ["train_dynamics", "DYNAMICS_DEFAULTS"]
 
 DYNAMICS_DEFAULTS: Dict = {
     "task": "box_dynamics",
@@ -68,18 +69,6 @@ def _check_config(config: Dict) -> Dict:
     if not isinstance(cfg["weight_decay"], (int, float)) or cfg["weight_decay"] < 0:
         raise ValueError(f"config['weight_decay']: expected a number >= 0, got {cfg['weight_decay']!r}")
     return cfg
-
-
-def fully_connected_batch(n_systems: int, n_bodies: int, device=None):
-    """Edges of ``n_systems`` fully connected graphs of ``n_bodies`` nodes (no self-loops), and the batch vector."""
-    i, j = torch.meshgrid(torch.arange(n_bodies), torch.arange(n_bodies), indexing="ij")
-    keep = i != j
-    src, dst = j[keep], i[keep]
-    offsets = (torch.arange(n_systems) * n_bodies)[:, None]
-    edge_src = (src[None] + offsets).reshape(-1).to(device)
-    edge_dst = (dst[None] + offsets).reshape(-1).to(device)
-    batch = torch.arange(n_systems).repeat_interleave(n_bodies).to(device)
-    return edge_src, edge_dst, batch
 
 
 class _Tensors:
@@ -240,14 +229,9 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
     }
     if cfg["out_dir"] is not None:
-        # The one model file format lives in relaxed_e3nn.models, a layer above this one; it is
-        # reached through the package's public entry point at call time only, so importing
-        # relaxed_e3nn.discrete never imports relaxed_e3nn.models.
-        import relaxed_e3nn
-
         out_dir = Path(cfg["out_dir"])
         model_path = out_dir / "model.pt"
-        relaxed_e3nn.save(model, model_path)
+        save(model, model_path)
         result["model_path"] = str(model_path)
         with atomic_write(out_dir / "metrics.json", mode="w") as handle:
             json.dump(result, handle, indent=2, default=float)
