@@ -106,8 +106,9 @@ class TrainConfig:
         Exponential moving average of the weights (e.g. 0.99); evaluation and the final
         model use the averaged weights.
     fit_atomic_energies : bool
-        Fit per-species energy shifts by least squares on the training set and store them in
-        the model's ``atomic_energies`` (when the model predicts energies and none are given).
+        Fit per-species energy shifts by per-atom least squares on the training set, before
+        training and again after every epoch for the current network, and store them in the
+        model's ``atomic_energies`` (when the model predicts energies and none are given).
     fit_scale : bool
         Set the model's output ``scale`` from the training set when ``model.scale`` is not
         given, so that the untrained model's forces (or node / graph outputs, or per-atom
