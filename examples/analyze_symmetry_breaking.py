@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase.data import atomic_numbers
 
 from relaxed_e3nn.data.generators import PEROVSKITE_PHASES, perovskite_compositions, perovskite_distortion
@@ -87,12 +86,7 @@ def main() -> int:
         started = time.perf_counter()
         print(f"\n=== cubic -> {phase}: training ({args.epochs} epochs on {args.n_train} cells) ...", flush=True)
         model, metrics = train_phase(phase, out, args.epochs, args.n_train, args.seed)
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
-            report = SymmetryReport(model, within=input_group)
-        finally:
-            torch.set_default_dtype(previous)
+        report = SymmetryReport(model, within=input_group)
         print(report.text())
         plots = report.save_plots(str(out / phase) + "/")
         report.to_json(out / phase / "report.json")

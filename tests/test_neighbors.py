@@ -146,3 +146,52 @@ def test_widely_spread_molecule_matches_brute_force():
     got_src, got_dst, shift = neighbor_list(positions, cutoff)
     assert sorted(zip(got_dst.tolist(), got_src.tolist())) == sorted(zip(dst.tolist(), src.tolist()))
     assert not shift.any()
+
+
+def _o3_elements(rng, count):
+    """Random orthogonal matrices, every other one improper (a rotation times the inversion)."""
+    from scipy.spatial.transform import Rotation
+
+    rotations = Rotation.random(count, random_state=int(rng.integers(2**31 - 1))).as_matrix()
+    return [(-1.0) ** k * r for k, r in enumerate(rotations)]
+
+
+def _sorted_edge_vectors(positions, cell, pbc, cutoff, dtype):
+    from relaxed_e3nn.data import from_arrays
+
+    graph = from_arrays(positions, np.ones(len(positions), dtype=np.int64), cutoff, cell=cell, pbc=pbc, dtype=dtype)
+    keys = list(zip(graph.edge_dst.tolist(), graph.edge_src.tolist(), map(tuple, graph.edge_shift.tolist())))
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return [keys[i] for i in order], graph.edge_vec()[order]
+
+
+@pytest.mark.parametrize("name", ["triclinic", "slab", "wire"])
+def test_graph_is_o3_equivariant_including_parity(name, dtype):
+    """g acting on positions and lattice rows keeps every (dst, src, shift) and rotates edge vectors by g."""
+    case = CASES[name]
+    rng = np.random.default_rng(7)
+    cell = random_cell(rng, case["skew"])
+    positions = rng.uniform(0.0, 1.0, size=(case["n"], 3)) @ cell
+    keys, vectors = _sorted_edge_vectors(positions, cell, case["pbc"], case["cutoff"], dtype)
+    assert len(keys) > 0
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    elements = _o3_elements(rng, 4)
+    assert any(np.linalg.det(g) < 0 for g in elements)
+    for g in elements:
+        moved_keys, moved = _sorted_edge_vectors(positions @ g.T, cell @ g.T, case["pbc"], case["cutoff"], dtype)
+        assert moved_keys == keys
+        expected = vectors @ torch.as_tensor(g.T, dtype=dtype)
+        scale = float(vectors.abs().max())
+        assert torch.allclose(moved, expected, rtol=0.0, atol=tolerance * scale)
+
+
+def test_graph_equivariance_check_fails_for_a_non_orthogonal_map(dtype):
+    """Negative control: a stretch is not in O(3); the edge set or the vectors no longer follow it."""
+    case = CASES["triclinic"]
+    rng = np.random.default_rng(7)
+    cell = random_cell(rng, case["skew"])
+    positions = rng.uniform(0.0, 1.0, size=(case["n"], 3)) @ cell
+    keys, _ = _sorted_edge_vectors(positions, cell, case["pbc"], case["cutoff"], dtype)
+    stretch = np.diag([1.25, 1.0, 0.9])
+    moved_keys, _ = _sorted_edge_vectors(positions @ stretch.T, cell @ stretch.T, case["pbc"], case["cutoff"], dtype)
+    assert moved_keys != keys

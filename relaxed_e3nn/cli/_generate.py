@@ -1,11 +1,12 @@
 """``relaxed-e3nn generate NAME --out FILE``: write a generated dataset as extxyz (atomically)."""
+import argparse
 import inspect
 import sys
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate",
         help="write a seeded dataset with known symmetry breaking (extxyz)",
@@ -21,6 +22,7 @@ def add_parser(subparsers) -> None:
                         help="a generator option (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the generators and their options")
     parser.set_defaults(func=run)
+    return parser
 
 
 def _options_of(function):

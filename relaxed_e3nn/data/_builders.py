@@ -191,6 +191,18 @@ def _atom_array(atoms, name: str, argument: str, where: str) -> np.ndarray:
     raise ValueError(f"{argument}: per-atom array {name!r} is missing{where}; atoms.arrays has {available}")
 
 
+def _graph_values(names, source: Mapping[str, object], source_name: str, where: str = "") -> Dict[str, np.ndarray]:
+    """The ``graph_targets`` entries of ``source`` (``atoms.info``, ``structure.properties``) as arrays."""
+    values = {}
+    for name in _names(names, "graph_targets"):
+        if name not in source:
+            raise ValueError(
+                f"graph_targets: {name!r} is missing from {source_name}{where}; it has {sorted(source)}"
+            )
+        values[name] = np.asarray(source[name])
+    return values
+
+
 def _calculator_results(atoms) -> Dict[str, object]:
     calc = getattr(atoms, "calc", None)
     results = getattr(calc, "results", None)
@@ -264,11 +276,7 @@ def from_ase(
     targets = {
         name: _atom_array(atoms, name, "node_targets", where) for name in _names(node_targets, "node_targets")
     }
-    graph = {}
-    for name in _names(graph_targets, "graph_targets"):
-        if name not in atoms.info:
-            raise ValueError(f"graph_targets: {name!r} is missing from atoms.info{where}; it has {sorted(atoms.info)}")
-        graph[name] = np.asarray(atoms.info[name])
+    graph = _graph_values(graph_targets, atoms.info, "atoms.info", where)
 
     results = _calculator_results(atoms)
     if energy_key is not None:
@@ -359,13 +367,7 @@ def from_pymatgen(
         return out
 
     properties = dict(getattr(structure, "properties", None) or {})
-    graph = {}
-    for name in _names(graph_targets, "graph_targets"):
-        if name not in properties:
-            raise ValueError(
-                f"graph_targets: {name!r} is missing from structure.properties; it has {sorted(properties)}"
-            )
-        graph[name] = np.asarray(properties[name])
+    graph = _graph_values(graph_targets, properties, "structure.properties")
 
     numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
     if isinstance(structure, Structure):

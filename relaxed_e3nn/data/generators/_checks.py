@@ -1,10 +1,10 @@
 """Argument checks shared by the generators: every bad option raises a clear error naming it."""
 import numbers
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["check_count", "check_positive", "check_vector", "check_choice", "make_rng"]
+__all__ = ["check_count", "check_positive", "check_range", "check_vector", "check_choice", "check_bool", "make_rng"]
 
 
 def check_count(name: str, value, minimum: int = 1) -> int:
@@ -27,6 +27,17 @@ def check_positive(name: str, value, allow_zero: bool = False) -> float:
     return value
 
 
+def check_range(name: str, value) -> Tuple[float, float]:
+    """A pair ``(low, high)`` of finite numbers ``> 0`` with ``low <= high``."""
+    if len(value) != 2:
+        raise ValueError(f"{name} must be (low, high), got {value!r}")
+    low = check_positive(f"{name}[0]", value[0])
+    high = check_positive(f"{name}[1]", value[1])
+    if high < low:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return low, high
+
+
 def check_vector(name: str, value, allow_zero: bool = True) -> np.ndarray:
     """A finite 3-vector as a float64 array."""
     try:
@@ -47,6 +58,13 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_bool(name: str, value) -> bool:
+    """A Python or numpy bool (no truthy stand-ins such as 0, 1 or "yes")."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def make_rng(seed) -> np.random.Generator:

@@ -25,7 +25,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from relaxed_e3nn.data.generators._checks import (
-    check_count, check_positive, check_vector, make_rng,
+    check_bool, check_count, check_positive, check_vector, make_rng,
 )
 from relaxed_e3nn.data.generators._orbit import symmetrizing_elements
 
@@ -144,9 +144,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
     stride = check_count("stride", stride)
     equilibration = check_count("equilibration", equilibration, minimum=0)
     timestep = check_positive("timestep", timestep)
-
-    if not isinstance(symmetrize, (bool, np.bool_)):
-        raise TypeError(f"symmetrize must be a bool, got {symmetrize!r}")
+    symmetrize = check_bool("symmetrize", symmetrize)
     rng = make_rng(seed)
     norm = float(np.linalg.norm(field))
     axis = field / norm if norm > 0 else np.array([0.0, 0.0, 1.0])

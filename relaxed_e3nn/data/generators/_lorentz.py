@@ -26,7 +26,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
-from relaxed_e3nn.data.generators._checks import check_count, check_positive, check_vector, make_rng
+from relaxed_e3nn.data.generators._checks import (
+    check_bool, check_count, check_positive, check_range, check_vector, make_rng,
+)
 from relaxed_e3nn.data.generators._orbit import symmetrizing_elements
 
 __all__ = ["lorentz", "lorentz_accelerations", "lorentz_residual_group"]
@@ -139,16 +141,10 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
     min_distance = check_positive("min_distance", min_distance, allow_zero=True)
     coulomb = check_positive("coulomb", coulomb, allow_zero=True)
     speed = check_positive("speed", speed, allow_zero=True)
-    if len(mass_range) != 2:
-        raise ValueError(f"mass_range must be (low, high), got {mass_range!r}")
-    low = check_positive("mass_range[0]", mass_range[0])
-    high = check_positive("mass_range[1]", mass_range[1])
-    if high < low:
-        raise ValueError(f"mass_range must be (low, high) with low <= high, got {mass_range!r}")
+    low, high = check_range("mass_range", mass_range)
     if (2 * box) ** 3 < num_particles * (min_distance ** 3):
         raise ValueError(f"box={box} is too small for {num_particles} particles {min_distance} apart")
-    if not isinstance(symmetrize, (bool, np.bool_)):
-        raise TypeError(f"symmetrize must be a bool, got {symmetrize!r}")
+    symmetrize = check_bool("symmetrize", symmetrize)
     rng = make_rng(seed)
     residual, axis = lorentz_residual_group(electric, magnetic)
     subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])

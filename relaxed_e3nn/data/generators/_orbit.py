@@ -17,16 +17,6 @@ FINITE_SUBGROUP = {"Cinf": "C4", "Cinfv": "C4v", "Cinfh": "C4h", "Dinfh": "D4h",
                    "O3": "Oh", "SO3": "O"}
 
 
-def _frame(axis: np.ndarray) -> np.ndarray:
-    """A proper rotation whose third column is the unit ``axis``."""
-    z = np.asarray(axis, dtype=np.float64)
-    z = z / np.linalg.norm(z)
-    helper = np.eye(3)[int(np.argmin(np.abs(z)))]
-    x = helper - (helper @ z) * z
-    x /= np.linalg.norm(x)
-    return np.stack([x, np.cross(z, x), z], axis=1)
-
-
 def symmetrizing_elements(residual: str, axis) -> Tuple[str, np.ndarray]:
     """The finite subgroup of ``residual`` (about ``axis``) used to symmetrise, and its elements.
 
@@ -44,10 +34,10 @@ def symmetrizing_elements(residual: str, axis) -> Tuple[str, np.ndarray]:
     elements : np.ndarray
         ``[k, 3, 3]`` float64 matrices, identity first.
     """
-    from relaxed_e3nn.groups import point_group
+    from relaxed_e3nn.groups import frame_from_axes, point_group
 
     if residual not in FINITE_SUBGROUP:
         raise ValueError(f"cannot symmetrise for residual group {residual!r}; known: {sorted(FINITE_SUBGROUP)}")
     name = FINITE_SUBGROUP[residual]
-    group = point_group(name, frame=_frame(axis))
+    group = point_group(name, frame=frame_from_axes(axis))
     return name, group.elements.numpy().astype(np.float64)

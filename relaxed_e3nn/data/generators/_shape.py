@@ -21,7 +21,7 @@ from typing import List, Tuple
 import numpy as np
 from ase import Atoms
 
-from relaxed_e3nn.data.generators._checks import check_choice, check_count, check_positive, make_rng
+from relaxed_e3nn.data.generators._checks import check_choice, check_count, check_positive, check_range, make_rng
 
 __all__ = ["shape_deformation", "SHAPE_TARGETS"]
 
@@ -82,12 +82,7 @@ def shape_deformation(n: int = 16, seed: int = 0, *, target: str = "prism", lmax
     n = check_count("n", n)
     target = check_choice("target", target, list(SHAPE_TARGETS))
     lmax = check_count("lmax", lmax, minimum=0)
-    if len(scale_range) != 2:
-        raise ValueError(f"scale_range must be (low, high), got {scale_range!r}")
-    low = check_positive("scale_range[0]", scale_range[0])
-    high = check_positive("scale_range[1]", scale_range[1])
-    if high < low:
-        raise ValueError(f"scale_range must be (low, high) with low <= high, got {scale_range!r}")
+    low, high = check_range("scale_range", scale_range)
     translate = check_positive("translate", translate, allow_zero=True)
     rng = make_rng(seed)
     residual, axis = SHAPE_TARGETS[target]
