@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from relaxed_e3nn.data.generators._box_nbody import box_nbody
+from relaxed_e3nn.data.generators import box_nbody
 from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
 from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.groups import point_group

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.discrete import (
     DEGNN,
     EGNN,
@@ -156,8 +157,7 @@ def test_group_elements_rejects_bad_input(bad, error, match):
 @pytest.mark.parametrize("variant", ["pooling", "attention", "ranking"])
 @pytest.mark.parametrize("name", ["Oh", "D4h", "D2h", "C4v", "C3v"])
 def test_layer_every_intermediate_is_exactly_equivariant(name, variant):
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         elements, frame = _group_in_random_frame(name, seed=len(name) + len(variant))
         gen = torch.Generator().manual_seed(7)
         center = torch.randn(3, generator=gen, dtype=torch.float64) * 2
@@ -190,15 +190,12 @@ def test_layer_every_intermediate_is_exactly_equivariant(name, variant):
         # in a random frame every element other than +-1 is non-diagonal
         scalar = sum(int((g - g[0, 0] * torch.eye(3)).abs().max() < 1e-12) for g in elements)
         assert non_diagonal == len(elements) - scalar
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 @torch.no_grad()
 def test_cubic_permutation_elements_in_the_standard_frame():
     """The 40 Oh elements that are not sign flips (the per-axis-weight failure case) are exact."""
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         oh = point_group("Oh").elements
         model = DEGNN(oh, node_attr_dim=2, hidden=12, layers=2)
         _scale_up(model, readout=10.0)
@@ -208,8 +205,6 @@ def test_cubic_permutation_elements_in_the_standard_frame():
         assert len(permuting) == 40
         for g in permuting:
             assert _rel_err(model(pos @ g.T, vel @ g.T, attr, src, dst), ref @ g.T) < 1e-10
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 # -- whole model in both precisions --------------------------------------------------------------
@@ -262,8 +257,7 @@ def _lexicographic_embedding(tuples, elements):
 
 @torch.no_grad()
 def test_ranking_is_exact_and_continuous_on_mirror_planes():
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         group = point_group("C4v")  # mirror planes xz, yz and the diagonals
         elements = group.elements
         layer = PointGroupMessagePassing(group, hidden=10, variant="ranking", node_orbit=True)
@@ -296,16 +290,13 @@ def test_ranking_is_exact_and_continuous_on_mirror_planes():
         lex_up = _lexicographic_embedding(tuples + torch.stack([nudge[dst]] * 4, 1), elements)
         lex_down = _lexicographic_embedding(tuples - torch.stack([nudge[dst]] * 4, 1), elements)
         assert float((lex_up - lex_down).abs().max()) > 0.1
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 @pytest.mark.parametrize("variant", ["pooling", "attention", "ranking"])
 @torch.no_grad()
 def test_degenerate_inputs_stay_exact(variant):
     """All particles at the centre at rest, or collinear on an axis: fully stabilised orbits."""
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         group = point_group("Oh")
         model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
         _scale_up(model, readout=3.0)
@@ -322,8 +313,6 @@ def test_degenerate_inputs_stay_exact(variant):
                 assert float((model(pos @ g.T, vel @ g.T, attr, src, dst) - ref @ g.T).abs().max()) < 1e-10
         # at the centre, at rest, the output must be a fixed point of every g: only 0 is
         assert float(model(*cases[0], attr, src, dst).abs().max()) < 1e-12
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 # -- permutations, batches, centres ------------------------------------------------------------
@@ -365,8 +354,7 @@ def test_batched_systems_with_per_system_centres(dtype):
 
 # -- the fused orbit kernel -------------------------------------------------------------------
 def test_fused_orbit_kernel_matches_unfused_and_gradcheck(monkeypatch):
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 24)  # force several chunks (2 rows each)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(5, 6, generator=gen, requires_grad=True)
@@ -386,13 +374,10 @@ def test_fused_orbit_kernel_matches_unfused_and_gradcheck(monkeypatch):
         gb = torch.autograd.grad(unfused(x, w, u, t), (x, w, u, t), seed_grads)
         for a, b in zip(ga, gb):
             assert torch.allclose(a, b, atol=1e-12)
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 def test_centrosymmetric_kernel_matches_the_full_orbit(monkeypatch):
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 24)
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(5, 6, generator=gen, requires_grad=True)
@@ -410,14 +395,11 @@ def test_centrosymmetric_kernel_matches_the_full_orbit(monkeypatch):
             torch.autograd.grad(full, (x, w, u, t), seeds),
         ):
             assert torch.allclose(a, b, atol=1e-12)
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 def test_pooling_kernel_matches_generic_path():
     """The fused "pooling" path and the generic per-element path give the same layer."""
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         layer = PointGroupMessagePassing(point_group("D4h"), hidden=8, variant="pooling", node_orbit=True)
         _scale_up(layer)
         pos, vel, _, src, dst = _system(5, seed=8, dtype=torch.float64)
@@ -428,8 +410,6 @@ def test_pooling_kernel_matches_generic_path():
             layer.invariant_linear(torch.cat([h[dst], h[src], ((pos[dst] - pos[src]) ** 2).sum(-1, keepdim=True)], -1)),
         )
         assert torch.allclose(fused.orbit_embedding, f.mean(1), atol=1e-12)
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 # -- EGNN baseline ------------------------------------------------------------------------------
@@ -444,6 +424,19 @@ def test_egnn_is_e3_equivariant(dtype):
             shift = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype)
             out = model(pos @ g.T + shift, vel @ g.T, attr, src, dst)
             assert _rel_err(out, ref @ g.T + shift) < RELATIVE_TOLERANCE[dtype]
+
+
+def test_egnn_check_fails_when_the_symmetry_is_broken(dtype):
+    """Negative control: velocities left unrotated, or an input-dependent offset, break the check."""
+    model = EGNN(node_attr_dim=2, hidden=16, layers=3)
+    pos, vel, attr, src, dst = _system(5, seed=3, dtype=dtype)
+    ref = model(pos, vel, attr, src, dst)
+    r = _random_orthogonal(torch.Generator().manual_seed(4)).to(dtype)
+    for g in (r, -r):
+        assert _rel_err(model(pos @ g.T, vel, attr, src, dst), ref @ g.T) > 1e-3
+    anchor = torch.tensor([1.0, 0.0, 0.0], dtype=dtype)  # a fixed direction: not E(3)-equivariant
+    broken = lambda p, v: model(p, v, attr, src, dst) + anchor * p.sum()  # noqa: E731
+    assert _rel_err(broken(pos @ (-r).T, vel @ (-r).T), broken(pos, vel) @ (-r).T) > 1e-3
 
 
 # -- input validation ---------------------------------------------------------------------------
@@ -492,8 +485,7 @@ def test_train_dynamics_smoke(tmp_path):
 @pytest.mark.parametrize("variant", ["pooling", "attention", "ranking"])
 def test_graph_without_edges(variant):
     """Isolated particles: only the node term and the velocity term act, still equivariant."""
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         group = point_group("D4h")
         model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
         _scale_up(model, readout=3.0)
@@ -507,8 +499,6 @@ def test_graph_without_edges(variant):
             assert _rel_err(model(pos @ g.T, vel @ g.T, attr, none, none), out @ g.T) < 1e-10
         with pytest.raises(ValueError, match="pos"):
             model(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 1), none, none)
-    finally:
-        torch.set_default_dtype(torch.float32)
 
 
 def test_moving_to_float64_keeps_the_group_exact():
@@ -519,12 +509,8 @@ def test_moving_to_float64_keeps_the_group_exact():
 
     frame = torch.tensor(Rotation.random(random_state=3).as_matrix())
     group = point_group("D3d", frame=frame)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
+    with default_dtype(torch.float32):
         model = DEGNN(group, 2, hidden=8, layers=1)
-    finally:
-        torch.set_default_dtype(old)
     assert (model.layers[0].elements.double() - group.elements).abs().max() > 1e-9  # float32-rounded
     model = model.to(torch.float64)
     assert torch.equal(model.layers[0].elements, group.elements)

@@ -234,17 +234,16 @@ class PointGroupMessagePassing(torch.nn.Module):
         """
         m = tuples.shape[0]
         transported = self._transported_readout(readout)
-        if (not pool or self.variant == "pooling") and self._pair_representatives.numel():
-            index = self._pair_representatives
+        if not pool or self.variant == "pooling":
+            flat = tuples.reshape(m, 3 * tuples.shape[1])
             weight_g = self._composed_weight(weight)
-            summed, per_channel = centrosymmetric_orbit_sum_and_readout(
-                tuples.reshape(m, 3 * tuples.shape[1]), weight_g[index], shift, transported[index]
-            )
-            embedding = summed / self.group_order if self.reduce == "mean" else summed
-        elif not pool or self.variant == "pooling":
-            summed, per_channel = orbit_sum_and_readout(
-                tuples.reshape(m, 3 * tuples.shape[1]), self._composed_weight(weight), shift, transported
-            )
+            if self._pair_representatives.numel():
+                index = self._pair_representatives
+                summed, per_channel = centrosymmetric_orbit_sum_and_readout(
+                    flat, weight_g[index], shift, transported[index]
+                )
+            else:
+                summed, per_channel = orbit_sum_and_readout(flat, weight_g, shift, transported)
             embedding = summed / self.group_order if self.reduce == "mean" else summed
         else:
             features = self.orbit_features(tuples, weight, shift)
@@ -253,10 +252,10 @@ class PointGroupMessagePassing(torch.nn.Module):
         return embedding, per_channel.view(m, readout.shape[0], 3)
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
-        """Reduce ``(M, |G|, K)`` per-element features to a G-invariant ``(M, K)`` embedding."""
-        if self.variant == "pooling":
-            pooled = features.sum(1)
-            return pooled / self.group_order if self.reduce == "mean" else pooled
+        """Reduce ``(M, |G|, K)`` per-element features to a G-invariant ``(M, K)`` embedding.
+
+        Only the "attention" and "ranking" variants get here ("pooling" runs the fused kernel).
+        """
         if self.variant == "attention":
             weights = torch.softmax(self.attention_query(features), dim=1)  # (M, |G|, 1)
             return (weights * features).sum(1)

@@ -19,7 +19,8 @@ import torch
 
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.discrete._group_elements import group_elements
-from relaxed_e3nn.discrete._message_passing import VARIANTS, PointGroupMessagePassing, _mlp
+from relaxed_e3nn.discrete._message_passing import PointGroupMessagePassing, _mlp
+from relaxed_e3nn.groups import point_group
 
 __all__ = ["DEGNN", "EGNN", "EGNNLayer", "fully_connected_batch"]
 
@@ -62,8 +63,7 @@ def _check_dtype(cls, dtype):
 
 def _node_centers(center, default, pos, batch):
     """Per-node centre (N, 3) from a global (3,) or per-system (B, 3) centre."""
-    c = default if center is None else torch.as_tensor(center, dtype=pos.dtype, device=pos.device)
-    c = c.to(dtype=pos.dtype, device=pos.device)
+    c = torch.as_tensor(default if center is None else center, dtype=pos.dtype, device=pos.device)
     if c.shape == (3,):
         return c.expand_as(pos)
     if c.dim() == 2 and c.shape[1] == 3:
@@ -228,15 +228,11 @@ class DEGNN(_DynamicsModel):
         node_orbit: bool = False,
     ):
         super().__init__(node_attr_dim, hidden, layers, center)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        self.variant = variant
+        self.variant = variant  # validated by the layers
         # float64 master copy of the group (the layers' buffers follow the model's dtype), kept
         # for the config so the group survives save/load exactly whatever the model's dtype
         self._group_elements = group_elements(group)
         if isinstance(group, str):
-            from relaxed_e3nn.groups import point_group
-
             group = point_group(group)  # its canonical name
         self.group_name: Optional[str] = getattr(group, "schoenflies", None)
         for _ in range(self.num_layers):
@@ -299,8 +295,6 @@ class DEGNN(_DynamicsModel):
         if dtype is not None:
             model = model.to(dtype)
         model.group_name = name
-        for layer in model.layers:
-            layer.elements = model._group_elements.to(dtype=model.embedding.weight.dtype, copy=True)
         return model
 
     @staticmethod

@@ -28,6 +28,23 @@ def _chunk_rows(width: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(1, width))
 
 
+def _gradient_buffers(ctx):
+    """Gradient buffers of the saved ``(tuples, weight, shift, transported)``, None where not needed.
+
+    Per-row gradients are written chunk by chunk (``empty``); those of the shared weights are
+    accumulated over the chunks (``zeros``). Autograd materialises the incoming gradient of an
+    unused output as zeros, so ``backward`` never receives None for one.
+    """
+    tuples, weight, shift, transported = ctx.saved_tensors
+    need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
+    return (
+        torch.empty_like(tuples) if need_tuples else None,
+        torch.zeros_like(weight) if need_weight else None,
+        torch.empty_like(shift) if need_shift else None,
+        torch.zeros_like(transported) if need_transported else None,
+    )
+
+
 class _OrbitSumAndReadout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tuples, weight_g, shift, transported):
@@ -55,14 +72,7 @@ class _OrbitSumAndReadout(torch.autograd.Function):
         order, k3, width = weight_g.shape
         rows, channels = tuples.shape[0], transported.shape[2]
         need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
-        grad_tuples = torch.empty_like(tuples) if need_tuples else None
-        grad_weight = torch.zeros_like(weight_g) if need_weight else None
-        grad_shift = torch.empty_like(shift) if need_shift else None
-        grad_transported = torch.zeros_like(transported) if need_transported else None
-        if grad_pooled is None:
-            grad_pooled = shift.new_zeros(rows, width)
-        if grad_readout is None:
-            grad_readout = shift.new_zeros(rows, channels)
+        grad_tuples, grad_weight, grad_shift, grad_transported = _gradient_buffers(ctx)
         transported_t = transported.transpose(1, 2)
         weight_t = weight_g.transpose(1, 2)
         step = _chunk_rows(order * width)
@@ -83,7 +93,6 @@ class _OrbitSumAndReadout(torch.autograd.Function):
             if need_weight:
                 grad_weight.baddbmm_(x.transpose(1, 2), grad_pre)
         return grad_tuples, grad_weight, grad_shift, grad_transported
-
 
 
 def orbit_sum_and_readout(
@@ -144,14 +153,7 @@ class _CentrosymmetricOrbit(torch.autograd.Function):
         half, k3, width = weight_h.shape
         rows, channels = tuples.shape[0], transported_h.shape[2]
         need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
-        grad_tuples = torch.empty_like(tuples) if need_tuples else None
-        grad_weight = torch.zeros_like(weight_h) if need_weight else None
-        grad_shift = torch.empty_like(shift) if need_shift else None
-        grad_transported = torch.zeros_like(transported_h) if need_transported else None
-        if grad_pooled is None:
-            grad_pooled = shift.new_zeros(rows, width)
-        if grad_readout is None:
-            grad_readout = shift.new_zeros(rows, channels)
+        grad_tuples, grad_weight, grad_shift, grad_transported = _gradient_buffers(ctx)
         transported_t = transported_h.transpose(1, 2)
         weight_t = weight_h.transpose(1, 2)
         step = _chunk_rows(2 * half * width)

@@ -37,6 +37,13 @@ def _adjacency(graph, argument: str = "graph") -> Tuple[np.ndarray, list]:
     return matrix, list(range(matrix.shape[0]))
 
 
+def _normalised_adjacency(adjacency: np.ndarray) -> np.ndarray:
+    r""":math:`D^{-1/2} A D^{-1/2}`, with isolated nodes (degree 0) left at zero."""
+    degree = adjacency.sum(axis=1)
+    scale = np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0)
+    return scale[:, None] * adjacency * scale[None, :]
+
+
 def _first_appearance(labels: np.ndarray) -> np.ndarray:
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty_like(first)
@@ -148,9 +155,7 @@ def coarsen(
         return np.zeros(n, dtype=np.int64)
     if k == n:
         return np.arange(n, dtype=np.int64)
-    degree = adjacency.sum(axis=1)
-    scale = np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0)
-    laplacian = np.eye(n) - scale[:, None] * adjacency * scale[None, :]
+    laplacian = np.eye(n) - _normalised_adjacency(adjacency)
     _, vectors = np.linalg.eigh(laplacian)
     embedding = vectors[:, :k]
     norms = np.linalg.norm(embedding, axis=1, keepdims=True)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.graph._clusters import cluster_labels, equivariant_dimension
 
 __all__ = ["DeepSetsLayer", "DeepSetsInvariant", "ClusterEquivariantLinear"]
@@ -142,8 +143,7 @@ class ClusterEquivariantLinear(nn.Module):
 
     def cluster_means(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., n, f] -> [..., k, f]``: the mean of each cluster."""
-        total = x.new_zeros(*x.shape[:-2], self.num_clusters, x.shape[-1]).index_add_(-2, self.labels, x)
-        return total / self.cluster_sizes.to(x.dtype).unsqueeze(-1)
+        return scatter(x, self.labels, dim=-2, dim_size=self.num_clusters, reduce="mean")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_nodes(x, self.num_nodes, self.in_features, "ClusterEquivariantLinear")

@@ -1,12 +1,11 @@
 """A node-regression network on a fixed graph, equivariant to within-cluster permutations."""
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from relaxed_e3nn.graph._clusters import cluster_labels
-from relaxed_e3nn.graph._coarsen import _adjacency
+from relaxed_e3nn.graph._coarsen import _adjacency, _normalised_adjacency
 from relaxed_e3nn.graph._layers import ClusterEquivariantLinear
 
 __all__ = ["ApproxEquivariantGNN"]
@@ -71,9 +70,7 @@ class ApproxEquivariantGNN(nn.Module):
             matrix, _ = _adjacency(adjacency, "adjacency")
             if matrix.shape[0] != n:
                 raise ValueError(f"ApproxEquivariantGNN: adjacency has {matrix.shape[0]} nodes but clusters has {n}")
-            degree = matrix.sum(axis=1)
-            scale = np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0)
-            normalised = scale[:, None] * matrix * scale[None, :]
+            normalised = _normalised_adjacency(matrix)
             self.register_buffer("adjacency", torch.as_tensor(normalised, dtype=torch.get_default_dtype()))
             self.messages = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-1], sizes[1:]))
         else:

@@ -12,6 +12,7 @@ import torch
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody
 from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
+from relaxed_e3nn.groups import point_group
 from relaxed_e3nn.models import save
 
 __all__ = ["train_dynamics", "DYNAMICS_DEFAULTS"]
@@ -117,10 +118,8 @@ def build_dynamics_model(cfg: Dict, data: BoxDynamicsData):
     center = torch.as_tensor(data.center, dtype=torch.get_default_dtype())
     if cfg["model"] == "egnn":
         return EGNN(1, hidden=cfg["hidden"], layers=cfg["layers"], center=center), "E(3)"
-    from relaxed_e3nn.groups import point_group
-
     if cfg["group"] in (None, "auto") or str(cfg["group"]).lower() == data.group_name.lower():
-        group = point_group(data.group_name, frame=torch.as_tensor(data.group_frame))
+        group = data.point_group()
     else:  # another group (a subgroup such as "C1", "C2v"): the catalogue's standard frame
         group = point_group(str(cfg["group"]))
     model = DEGNN(
@@ -189,11 +188,7 @@ def train_dynamics(config: Dict, data: Optional[BoxDynamicsData] = None) -> Dict
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
     torch.manual_seed(int(cfg["seed"]))
     model, group_name = build_dynamics_model(cfg, data)
-    model = model.to(dtype)
-    if isinstance(model, DEGNN):
-        # group elements from the float64 master copy, not widened from the default dtype
-        for layer in model.layers:
-            layer.elements = model._group_elements.to(dtype, copy=True)
+    model = model.to(dtype)  # the layers re-derive their group elements from the exact float64 copy
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     edge_cache = {}
     best = (math.inf, -1, copy.deepcopy(model.state_dict()))
