@@ -392,3 +392,40 @@ def test_bad_input_fails_before_training(tmp_path, change, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         train(config)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+
+def _rotated_predictions(model, frames, rotation):
+    """Energies and forces that ``predict`` gives for ``frames`` with every position mapped by ``rotation``."""
+    moved = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.positions = atoms.positions @ rotation.T
+        moved.append(atoms)
+    out = predict(model, moved)
+    return np.array([a.get_potential_energy() for a in out]), np.concatenate([a.get_forces() for a in out])
+
+
+def _assert_equivariant(model, frames, rotation, tol):
+    """Energies invariant and forces rotating with ``rotation`` (to ``tol`` relative to their size)."""
+    energies, forces = _rotated_predictions(model, frames, np.eye(3))
+    moved_energies, moved_forces = _rotated_predictions(model, frames, rotation)
+    np.testing.assert_allclose(moved_energies, energies, rtol=0, atol=tol * max(1.0, np.abs(energies).max()))
+    np.testing.assert_allclose(moved_forces, forces @ rotation.T, rtol=0, atol=tol * max(1.0, np.abs(forces).max()))
+
+
+def test_trained_strict_model_is_equivariant_and_relaxed_is_not(tmp_path, dtype, float_tolerance):
+    from e3nn import o3
+
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=0)
+    name = str(dtype).replace("torch.", "")
+    strict = train(tiny_train_config(str(data), tmp_path / "strict", epochs=1, dtype=name, strict=True)).model
+    relaxed = train(tiny_train_config(str(data), tmp_path / "relaxed", epochs=1, dtype=name)).model
+    clusters = emt_copper_frames(3, seed=2, periodic=False)
+    rotations = [o3.rand_matrix(dtype=torch.float64).numpy() * sign for sign in (1.0, -1.0, 1.0, -1.0)]
+    for rotation in rotations:  # proper and improper (parity) elements
+        _assert_equivariant(strict, clusters, rotation, float_tolerance)
+    # the relaxed twin has learnt symmetry-breaking weights: the same check fails for it
+    for rotation in rotations:
+        with pytest.raises(AssertionError):
+            _assert_equivariant(relaxed, clusters, rotation, 10 * float_tolerance)

@@ -16,6 +16,8 @@ _SCHEDULERS = ("plateau", "cosine", "none")
 _OPTIMIZERS = ("adam", "adamw")
 _THETA_OPTIMIZERS = ("irrep_adam", "sgd")
 _ENERGY_TARGETS = ("energy", "forces", "stress")
+# loss weights of the energy model's terms when the config gives none (other targets: 1)
+DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
 
 
 @dataclass
@@ -251,8 +253,7 @@ class TrainConfig:
 
     def loss_weight(self, name: str) -> float:
         """Weight of one loss term (defaults: energy 1, forces 10, stress 0, other targets 1)."""
-        defaults = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
-        return float(self.loss.get(name, defaults.get(name, 1.0)))
+        return float(self.loss.get(name, DEFAULT_LOSS_WEIGHTS.get(name, 1.0)))
 
 
 # ---------------------------------------------------------------------- files and flags
@@ -325,9 +326,7 @@ def parse_overrides(tokens: List[str]) -> Dict[str, Any]:
 
 
 def _looks_like_flag(token: str) -> bool:
-    if not token.startswith("--"):
-        return False
-    return True
+    return token.startswith("--")
 
 
 # ---------------------------------------------------------------------- validation helpers

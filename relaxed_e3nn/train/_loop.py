@@ -1,4 +1,5 @@
 """The training loop: data, split, energy shifts, optimisation, checkpoints, metrics, final model."""
+import contextlib
 import csv
 import dataclasses
 import io
@@ -16,8 +17,9 @@ import torch
 
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from relaxed_e3nn.train._config import TrainConfig, _check_known
+from relaxed_e3nn.train._config import DEFAULT_LOSS_WEIGHTS, TrainConfig, _check_known, _field_names
 from relaxed_e3nn.train._distributed import DistributedContext, setup_distributed
+from relaxed_e3nn.train._inference import _model_device
 from relaxed_e3nn.train._sources import read_atoms
 from relaxed_e3nn.train._targets import (TargetSpec, loss_from_sums, metrics_from_sums, sum_counts,
                                          target_sums)
@@ -119,15 +121,15 @@ def train(config: Union[TrainConfig, Dict[str, Any]]) -> Union[TrainResult, Dict
     -------
     TrainResult
     """
-    if isinstance(config, dict) and config.get("task") == "box_dynamics":
+    if isinstance(config, TrainConfig):
+        task = config.task
+    else:
+        task = config.get("task") if isinstance(config, dict) else None
+    if task == "box_dynamics":
         from relaxed_e3nn.train._dynamics import train_dynamics
 
-        return train_dynamics(config)
+        return train_dynamics(config.to_dict() if isinstance(config, TrainConfig) else config)
     cfg = TrainConfig.from_dict(config)
-    if cfg.task == "box_dynamics":
-        from relaxed_e3nn.train._dynamics import train_dynamics
-
-        return train_dynamics(cfg.to_dict())
     ctx = setup_distributed(cfg.device)
     try:
         return _Trainer(cfg, ctx).run()
@@ -152,7 +154,7 @@ class _Trainer:
         from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig, model_from_dict
 
         model_dict = dict(cfg.model)
-        known = [f.name for f in dataclasses.fields(RelaxedNetworkConfig)]
+        known = _field_names(RelaxedNetworkConfig)
         for key in model_dict:
             _check_known(key, known, "config section 'model'")
         if cfg.strict:
@@ -170,11 +172,12 @@ class _Trainer:
             raise ValueError("data: the training set is empty after the split; add structures or lower "
                              "data.val_fraction / data.test_fraction")
 
+        # fitted shifts follow the network: fitted at the start, refitted after every epoch
+        self.refit_shifts = (spec.output == "energy" and cfg.fit_atomic_energies
+                             and model_dict.get("atomic_energies") is None and "energy" in spec.names)
         if checkpoint is not None:
             model = model_from_dict(checkpoint["model"])
         else:
-            fit_shifts = (spec.output == "energy" and cfg.fit_atomic_energies
-                          and model_dict.get("atomic_energies") is None and "energy" in spec.names)
             fit_scale = cfg.fit_scale and "scale" not in cfg.model
             if fit_scale:
                 model_dict["scale"] = 1.0
@@ -183,7 +186,7 @@ class _Trainer:
             # build time, and a float32-built model cast to float64 is equivariant only to ~1e-10
             model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
             model = model.to(device=self.ctx.device)
-            _initialise_output(model, self.train_set, spec, fit_scale=fit_scale, fit_shifts=fit_shifts)
+            _initialise_output(model, self.train_set, spec, fit_scale=fit_scale, fit_shifts=self.refit_shifts)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
         self.model = model
@@ -207,9 +210,6 @@ class _Trainer:
         start_epoch = 0
         if checkpoint is not None:
             start_epoch = self._restore(checkpoint)
-        # the shifts follow the network: refitted after every epoch (see _refit_shifts)
-        self.refit_shifts = (spec.output == "energy" and cfg.fit_atomic_energies
-                             and cfg.model.get("atomic_energies") is None and "energy" in spec.names)
         self.split = split
         self.train_counts = [spec.count(g) for g in self.train_set]
         self._log(f"training on {len(self.train_set)} structures, validating on {len(self.val_set)}, "
@@ -520,7 +520,7 @@ class _Trainer:
 
     def _eval_weights(self):
         if self.ema is None:
-            return _nullcontext()
+            return contextlib.nullcontext()
         return self.ema.swapped(self.model)
 
     def _show_progress(self) -> bool:
@@ -629,9 +629,7 @@ def evaluate(model: torch.nn.Module, graphs: Sequence, *, batch_size: int = 16,
     if batch_size < 1:
         raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
     output = getattr(getattr(model, "config", None), "output", "energy")
-    defaults = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
-    weights = dict(defaults)
-    weights.update(loss_weights or {})
+    weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
     if output == "energy":
         names = []
         for name, holder in (("energy", "graph_targets"), ("forces", "node_targets"), ("stress", "graph_targets")):
@@ -646,13 +644,14 @@ def evaluate(model: torch.nn.Module, graphs: Sequence, *, batch_size: int = 16,
         if not names:
             raise ValueError(f"evaluate: a model with output {output!r} needs "
                              f"{'node_targets' if output == 'node' else 'graph_targets'}")
+        g = graphs[0]
+        source = g.node_targets if output == "node" else g.graph_targets
+        rows = g.num_nodes if output == "node" else 1
         widths = {}
         for name in names:
-            g = graphs[0]
-            source = g.node_targets if output == "node" else g.graph_targets
             if name not in source:
                 raise ValueError(f"evaluate: target {name!r} is missing from the structures")
-            widths[name] = source[name].numel() // (g.num_nodes if output == "node" else 1)
+            widths[name] = source[name].numel() // rows
     spec = TargetSpec(output=output, names=names, weights={n: weights.get(n, 1.0) for n in names}, widths=widths)
     keep_node = {"forces"} | set(node_targets)
     keep_graph = {"energy", "stress"} | set(graph_targets)
@@ -661,8 +660,7 @@ def evaluate(model: torch.nn.Module, graphs: Sequence, *, batch_size: int = 16,
         g = dataclasses.replace(g, node_targets={k: v for k, v in g.node_targets.items() if k in keep_node and k in names},
                                 graph_targets={k: v for k, v in g.graph_targets.items() if k in keep_graph and k in names})
         pruned.append(g)
-    device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else torch.device("cpu")
-    return _evaluate_sharded(model, pruned, spec, batch_size, DistributedContext(device=device))
+    return _evaluate_sharded(model, pruned, spec, batch_size, DistributedContext(device=_model_device(model)))
 
 
 def _evaluate_sharded(model, graphs, spec: TargetSpec, batch_size: int, ctx: DistributedContext) -> Dict[str, float]:
@@ -717,30 +715,18 @@ class _EMA:
         for k, v in self.shadow.items():
             state[k].copy_(v)
 
+    @contextlib.contextmanager
     def swapped(self, model):
-        ema = self
-
-        class _Swap:
-            def __enter__(self_inner):
-                self_inner.saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                ema.copy_to(model)
-
-            def __exit__(self_inner, *exc):
-                with torch.no_grad():
-                    state = model.state_dict()
-                    for k, v in self_inner.saved.items():
-                        state[k].copy_(v)
-                return False
-
-        return _Swap()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+        """Run the body with the averaged weights in ``model``; its own weights are restored after."""
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                state = model.state_dict()
+                for k, v in saved.items():
+                    state[k].copy_(v)
 
 
 def _add_counts(rows) -> Dict[str, int]:
@@ -794,13 +780,13 @@ def _initialise_output(model, graphs, spec: TargetSpec, *, fit_scale: bool, fit_
     finally:
         model.train(was_training)
     out = {k: v.detach().double() for k, v in out.items()}
+    n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
     evaluated_at = float(model.scale)  # the scale already inside ``out``
     scale = kept_scale
     if fit_scale:
         if spec.output == "energy" and "forces" in spec.names:
             target, raw = _rms(batch.node_targets["forces"]), _rms(out["forces"])
         elif spec.output == "energy":
-            n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
             per_atom = batch.graph_targets["energy"].reshape(-1).double() / n_atoms
             target = float(per_atom.std()) if len(sample) > 1 else 0.0
             raw = float((out["energy"] / n_atoms).std()) if len(sample) > 1 else 0.0
@@ -817,7 +803,6 @@ def _initialise_output(model, graphs, spec: TargetSpec, *, fit_scale: bool, fit_
         # ``out`` holds the network energy at ``evaluated_at``; the model now runs at ``scale``
         network = out["energy"] if scale == evaluated_at else out["energy"] * (scale / evaluated_at)
         energies = batch.graph_targets["energy"].reshape(-1).double()
-        n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
         normal = _shift_normal_equations(_composition(batch, species), energies - network, n_atoms)
         model.set_atomic_energies(_solve_shifts(normal))
 
