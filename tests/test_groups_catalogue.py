@@ -1,6 +1,6 @@
 """The point-group catalogue against independent ground truth.
 
-Ground truth here is built without the package: generators written in the test (scipy rotations,
+Ground truth here is built without the package: generators written in the tests (scipy rotations,
 hand-written mirrors), a naive closure, element classes counted from (det, trace), and pymatgen's
 own tables of the 32 crystallographic point groups.
 """
@@ -18,19 +18,7 @@ from relaxed_e3nn.groups import (
     point_group_from_elements,
     point_group_from_generators,
 )
-
-PHI = (1 + math.sqrt(5)) / 2
-
-
-def rot(axis, angle):
-    axis = np.asarray(axis, float)
-    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
-
-
-def mirror(normal):
-    n = np.asarray(normal, float)
-    n = n / np.linalg.norm(n)
-    return np.eye(3) - 2 * np.outer(n, n)
+from _geometry import PHI, mirror, rot
 
 
 def naive_closure(gens):

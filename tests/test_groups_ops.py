@@ -7,19 +7,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from relaxed_e3nn.groups import CONTINUOUS_GROUPS, describe_element, point_group
-
-PHI = (1 + math.sqrt(5)) / 2
-
-
-def rot(axis, angle):
-    axis = np.asarray(axis, float)
-    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
-
-
-def mirror(normal):
-    n = np.asarray(normal, float)
-    n = n / np.linalg.norm(n)
-    return np.eye(3) - 2 * np.outer(n, n)
+from _geometry import mirror, rot
 
 
 def frame_with_z(z, x):

@@ -128,6 +128,16 @@ def parse_name(name):
     raise ValueError(f"unknown point group name {name!r}; valid names: {_VALID_PATTERNS}")
 
 
+def _split_axial(name, expected):
+    """``(letter, n, suffix)`` of a canonical axial name such as ``"D4h"``; ``ValueError`` saying
+    ``name`` is not ``expected`` otherwise."""
+    m = re.fullmatch(r"([CDS])(\d+)([vhd]?)", name)
+    if not m:
+        raise ValueError(f"{name!r} is not {expected}")
+    letter, digits, suffix = m.groups()
+    return letter, int(digits), suffix
+
+
 def standard_generators(name):
     """Generators (standard frame) of the finite group with canonical name ``name``."""
     if name in ALIAS_GENERATORS:
@@ -154,11 +164,7 @@ def standard_generators(name):
     }
     if name in cubic:
         return cubic[name]
-    m = re.fullmatch(r"([CDS])(\d+)([vhd]?)", name)
-    if not m:
-        raise ValueError(f"{name!r} is not a finite point group")
-    letter, digits, suffix = m.groups()
-    n = int(digits)
+    letter, n, suffix = _split_axial(name, "a finite point group")
     if letter == "S":
         return (_sz(n),)
     if letter == "C":
@@ -213,11 +219,7 @@ def hermann_mauguin(name):
     }
     if name in fixed:
         return fixed[name]
-    m = re.fullmatch(r"([CDS])(\d+)([vhd]?)", name)
-    if not m:
-        raise ValueError(f"{name!r} is not a canonical point group name")
-    letter, digits, suffix = m.groups()
-    n = int(digits)
+    letter, n, suffix = _split_axial(name, "a canonical point group name")
     even = n % 2 == 0
     if letter == "S":  # S_2k: k even -> -(2k); k odd -> -k
         k = n // 2

@@ -6,6 +6,10 @@ from typing import Callable, List, Optional
 import torch
 from e3nn import o3
 
+from relaxed_e3nn.groups import D_from_matrix
+
+from ._spectrum import _as_group
+
 __all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
 
 CARTESIAN = "cartesian_points"
@@ -98,8 +102,6 @@ def _act(spec, g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
         return x @ g.to(x.dtype).T
     if x.shape[-1] != spec.dim:
         raise ValueError(f"{name} has last dimension {x.shape[-1]} but its irreps {spec} have dimension {spec.dim}")
-    from relaxed_e3nn.groups import D_from_matrix
-
     D = D_from_matrix(spec, g.detach().to("cpu", torch.float64)).to(dtype=x.dtype, device=x.device)
     return x @ D.T
 
@@ -111,16 +113,9 @@ def _elements(group, n: int, generator: torch.Generator) -> tuple:
         # alternate proper and improper elements so that parity is always exercised
         sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n)], dtype=torch.float64)
         return R * sign[:, None, None], "O3 (Haar)"
-    from relaxed_e3nn.groups import PointGroup, point_group
-
-    if isinstance(group, str):
-        group = point_group(group)
-    if not isinstance(group, PointGroup):
-        raise TypeError(f"group must be None, a PointGroup or a group name, got {type(group).__name__}")
-    if group.is_finite:
-        if group.order <= n:
-            return group.elements, group.schoenflies
-        return group.sample(n, generator=generator), group.schoenflies
+    group = _as_group(group)
+    if group.is_finite and group.order <= n:
+        return group.elements, group.schoenflies
     return group.sample(n, generator=generator), group.schoenflies
 
 

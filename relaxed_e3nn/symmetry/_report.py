@@ -46,17 +46,15 @@ def format_axis(v, tol: float = 1e-3) -> str:
 
 
 def _principal_axis_text(group) -> str:
-    if group.schoenflies in ("C1", "Ci", "SO3", "O3"):
+    if group.principal_axis is None:  # C1, Ci, SO3, O3
         return ""
     if group.schoenflies in ("T", "Td", "Th", "O", "Oh", "I", "Ih"):
         f = group.frame.numpy()
         return " with axes " + ", ".join(format_axis(f[:, k]) for k in range(3))
+    principal = format_axis(group.principal_axis.numpy())
     if group.schoenflies == "Cs":
-        for R in group.elements.numpy():
-            if np.linalg.det(R) < 0:
-                w, V = np.linalg.eigh((np.eye(3) - R) / 2)
-                return " with mirror normal " + format_axis(V[:, -1])
-    return " about " + format_axis(group.frame.numpy()[:, 2])
+        return " with mirror normal " + principal
+    return " about " + principal
 
 
 class SymmetryReport:

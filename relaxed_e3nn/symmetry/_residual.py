@@ -72,7 +72,16 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from relaxed_e3nn.groups import MAX_AXIS_ORDER
+from relaxed_e3nn.groups import (
+    MAX_AXIS_ORDER,
+    PointGroup,
+    describe_element,
+    frame_from_axes,
+    point_group,
+    point_group_from_elements,
+    point_group_from_generators,
+    point_group_of,
+)
 
 from ._theta import collect_thetas, concatenate
 from ._wigner import Block, apply_D, axis_frame_components, blocks_of, rotation_about
@@ -382,8 +391,6 @@ def symmetry_errors(theta, irreps=None, elements=None) -> np.ndarray:
 
 
 def _element_array(elements) -> np.ndarray:
-    from relaxed_e3nn.groups import PointGroup
-
     if isinstance(elements, PointGroup):
         return elements.elements.numpy()
     if isinstance(elements, torch.Tensor):
@@ -411,8 +418,6 @@ def _errors(blocks: Sequence[Block], mats: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # the search
 def _as_parent(within):
-    from relaxed_e3nn.groups import PointGroup, point_group, point_group_of
-
     if within is None or isinstance(within, PointGroup):
         return within
     if isinstance(within, str):
@@ -426,20 +431,10 @@ def _as_parent(within):
         ) from None
 
 
-def _frame_with_z(n: np.ndarray) -> np.ndarray:
-    n = n / np.linalg.norm(n)
-    a = np.array([1.0, 0, 0]) if abs(n[0]) < 0.9 else np.array([0, 1.0, 0])
-    x = np.cross(a, n)
-    x /= np.linalg.norm(x)
-    y = np.cross(n, x)
-    return np.stack([x, y, n], 1)
-
-
 def _continuous_group(blocks, axis, P_axis, thr, lmax):
     """Name the axial group of ``theta`` whose continuous axis is ``axis``."""
-    from relaxed_e3nn.groups import point_group
-
-    perp = _frame_with_z(axis)[:, 0]
+    frame = frame_from_axes(axis)
+    perp = frame[:, 0].numpy()
     P_perp = _axis_power(blocks, perp[None], lmax)
     sigma_h = _improper_err2(P_axis[None], np.array([math.pi]))[0, 0] <= thr**2
     c2_perp = _proper_err2(P_perp, np.array([math.pi]))[0, 0] <= thr**2
@@ -454,7 +449,7 @@ def _continuous_group(blocks, axis, P_axis, thr, lmax):
         name = "Cinfh"
     else:
         name = "Cinf"
-    return point_group(name, frame=_frame_with_z(axis))
+    return point_group(name, frame=frame)
 
 
 def _generic_angles(lmax: int) -> np.ndarray:
@@ -531,8 +526,6 @@ def _candidate_axes(blocks: Sequence[Block], lmax: int, scale: float, tol: float
 
 def _search(blocks: Sequence[Block], tol: float, atol: float):
     """Return (group, scale, lmax) for the residual group of the blocks (0e already removed)."""
-    from relaxed_e3nn.groups import point_group
-
     scale = math.sqrt(sum(float((b.values**2).sum()) for b in blocks))
     thr = tol * scale + atol
     norms = {}
@@ -636,8 +629,6 @@ def _refine_axes(blocks, axes, angles, flags, lmax, iters: int = 4, h: float = 1
 
 def _close(blocks, gens, errs, thr):
     """Greedy closure: add generators (smallest error first), keep those whose group stays within ``thr``."""
-    from relaxed_e3nn.groups import point_group, point_group_from_generators
-
     group = point_group("C1")
     if not gens:
         return group
@@ -689,8 +680,6 @@ def find_residual_symmetry(theta, irreps=None, tol: float = 1e-3, within=None, a
 
 
 def _intersect(blocks, group, parent, thr):
-    from relaxed_e3nn.groups import point_group_from_elements
-
     if parent.is_finite:
         mats = parent.elements.numpy()
         keep = _errors(blocks, mats) <= thr * (1 + 1e-9) + 1e-300
@@ -712,8 +701,6 @@ def _max_error(blocks, group, scale) -> float:
 def _describe_axes(group) -> List[dict]:
     """One entry per symmetry axis and kind: the highest-order rotation ``C_n``, the highest
     improper ``S_n`` not implied by them (n >= 3), mirrors ``σ`` (axis = normal), inversion ``i``."""
-    from relaxed_e3nn.groups import describe_element
-
     if not group.is_finite:
         if group.schoenflies in ("SO3", "O3"):
             return []

@@ -80,10 +80,10 @@ class SignificanceRow:
 def _blocks(model, group) -> List[Tuple[str, str, np.ndarray, float]]:
     """``(layer, irrep, broken components in an orthonormal basis of the non-invariant subspace, eps)``."""
     out = []
+    rounding = 10 * float(np.finfo(np.float32).eps if _dtype_of(model) == torch.float32 else np.finfo(np.float64).eps)
     for entry in collect_thetas(model):
         P = group.invariant_projector(entry.irreps, dtype=torch.float64).numpy()
-        eps = 10 * float(np.finfo(np.float32).eps if _dtype_of(model, entry.name) == torch.float32 else np.finfo(np.float64).eps)
-        eps *= max(float(np.linalg.norm(entry.values)), 1.0)
+        eps = rounding * max(float(np.linalg.norm(entry.values)), 1.0)
         groups: Dict[str, List[slice]] = {}
         for (mul, ir), sl in zip(entry.irreps, entry.irreps.slices()):
             groups.setdefault(str(ir), []).append(sl)
@@ -96,7 +96,7 @@ def _blocks(model, group) -> List[Tuple[str, str, np.ndarray, float]]:
     return out
 
 
-def _dtype_of(model, name) -> torch.dtype:
+def _dtype_of(model) -> torch.dtype:
     if isinstance(model, torch.nn.Module):
         for p in model.parameters():
             return p.dtype

@@ -9,8 +9,10 @@ import torch
 from e3nn import o3
 
 from relaxed_e3nn._atomic import atomic_write
+from relaxed_e3nn.groups import PointGroup, point_group
 
-from ._theta import collect_thetas
+from ._residual import _describe_axes
+from ._theta import collect_thetas, concatenate
 
 __all__ = ["SpectrumRow", "breaking_spectrum", "plot_spectrum", "plot_signal", "invariant_part"]
 
@@ -46,8 +48,6 @@ class SpectrumRow:
 
 
 def _as_group(group):
-    from relaxed_e3nn.groups import PointGroup, point_group
-
     if group is None:
         return point_group("O3")
     if isinstance(group, str):
@@ -129,6 +129,8 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
         Bars drawn opaque (the others faded), e.g. the significant blocks from
         :func:`relaxed_e3nn.symmetry.breaking_significance`.
     """
+    import matplotlib
+
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: nothing to plot")
@@ -137,7 +139,7 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
     width = 0.8 / max(len(irreps), 1)
     fig = _figure(figsize=(max(5.0, 1.2 * len(layers) + 2), 3.6))
     ax = fig.add_subplot(1, 1, 1)
-    cmap = __import__("matplotlib").colormaps["tab10"]
+    cmap = matplotlib.colormaps["tab10"]
     for j, ir in enumerate(irreps):
         xs, hs, alphas = [], [], []
         for i, layer in enumerate(layers):
@@ -185,8 +187,6 @@ def plot_signal(theta, path, irreps=None, group=None, title: Optional[str] = Non
     group : PointGroup, optional
     title : str, optional
     """
-    from ._theta import concatenate
-
     ir_all, values = concatenate(collect_thetas(theta, irreps))
     lon = np.linspace(-math.pi, math.pi, 181)
     lat = np.linspace(-math.pi / 2, math.pi / 2, 91)
@@ -215,8 +215,6 @@ def plot_signal(theta, path, irreps=None, group=None, title: Optional[str] = Non
 
 def _axis_marks(group) -> list:
     """``(axis, label, marker)`` for each rotation axis (highest order) and mirror normal."""
-    from relaxed_e3nn.symmetry._residual import _describe_axes
-
     marks = []
     for item in _describe_axes(group):
         if item["axis"] is None:

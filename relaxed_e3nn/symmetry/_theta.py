@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from e3nn import o3
 
+from relaxed_e3nn.nn import relaxed_parameters
+
 __all__ = ["ThetaEntry", "collect_thetas", "concatenate"]
 
 
@@ -21,7 +23,7 @@ class ThetaEntry:
 def _parse_irreps(irreps, name: str) -> o3.Irreps:
     if isinstance(irreps, o3.Irreps):
         return irreps
-    if isinstance(irreps, (str, o3.Irrep)) or isinstance(irreps, (list, tuple)):
+    if isinstance(irreps, (str, o3.Irrep, list, tuple)):
         try:
             return o3.Irreps(irreps)
         except (ValueError, AssertionError, TypeError) as err:
@@ -59,10 +61,8 @@ def collect_thetas(theta, irreps=None) -> List[ThetaEntry]:
     if isinstance(theta, torch.nn.Module):
         if irreps is not None:
             raise ValueError("irreps must be None when theta is a model (each relaxed weight has its own irreps)")
-        from relaxed_e3nn.nn import relaxed_parameters
-
         entries = [
-            ThetaEntry(name or "theta", _parse_irreps(ir, f"irreps of {name}"), _as_vector(p, ir, name or "theta"))
+            ThetaEntry(name or "theta", ir, _as_vector(p, ir, name or "theta"))
             for name, ir, p in relaxed_parameters(theta)
         ]
         if not entries:
