@@ -22,12 +22,13 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
+from ase.build import bulk
 from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from e3nn.nn.models import gate_points_2101
 
+from relaxed_e3nn.data import from_ase
 from relaxed_e3nn.nn import RelaxedConvolution
 
 IRREPS = o3.Irreps("32x0e+16x1o+8x2e")
@@ -38,23 +39,10 @@ CUTOFF = 4.5
 
 
 def copper_graph(seed=0):
-    from ase.build import bulk
-
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((5, 5, 5))
     atoms.rattle(stdev=0.05, seed=seed)
-    try:
-        from relaxed_e3nn.data import neighbor_list
-
-        src, dst, shift = neighbor_list(atoms.positions, CUTOFF, cell=np.asarray(atoms.cell), pbc=atoms.pbc)
-    except ImportError:
-        from ase.neighborlist import neighbor_list as ase_neighbor_list
-
-        dst, src, shift = ase_neighbor_list("ijS", atoms, CUTOFF)
-    pos = torch.tensor(atoms.positions, dtype=torch.float32)
-    cell = torch.tensor(np.asarray(atoms.cell), dtype=torch.float32)
-    src, dst = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
-    edge_vec = pos[src] - pos[dst] + torch.as_tensor(shift, dtype=torch.float32) @ cell
-    return len(atoms), src, dst, edge_vec
+    graph = from_ase(atoms, CUTOFF, dtype=torch.float32)
+    return len(atoms), graph.edge_src, graph.edge_dst, graph.edge_vec()
 
 
 def edge_features(edge_vec):

@@ -1,6 +1,5 @@
 """DEGNN / EGNN in the one model file format: bitwise round trip, the exact group, clear errors,
 RelaxedNetwork files without a "kind" entry, and the model written by ``train_dynamics``."""
-import contextlib
 import dataclasses
 import json
 import os
@@ -11,6 +10,7 @@ import torch
 from e3nn import o3
 
 import relaxed_e3nn
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.data.generators._box_nbody import box_nbody
 from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
 from relaxed_e3nn.train import train_dynamics
@@ -21,16 +21,6 @@ from test_models import make
 
 RELATIVE = {torch.float32: 1e-5, torch.float64: 1e-10}
 CENTER = [0.3, -0.2, 0.1]
-
-
-@contextlib.contextmanager
-def default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def random_rotation(seed):

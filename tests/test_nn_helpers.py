@@ -3,6 +3,7 @@ import torch
 from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.nn import RelaxedConvolution
 
 NUMBER_OF_BASIS = 5
@@ -114,13 +115,9 @@ def cached_conv(name, dtype, relax_at="both", mixing="angle"):
         irreps_in, irreps_attr, irreps_edge, irreps_out, irreps_relaxed = conv_config(name)
         torch.manual_seed(len(_CACHE))
         # built in its own dtype: e3nn's modules keep the rounding of the dtype they were built in
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
+        with default_dtype(dtype):
             conv = RelaxedConvolution(irreps_in, irreps_attr, irreps_edge, irreps_out, NUMBER_OF_BASIS, 1, 8, 3.0,
                                       irreps_relaxed=irreps_relaxed, relax_at=relax_at, mixing=mixing)
-        finally:
-            torch.set_default_dtype(old)
         if mixing == "alpha":
             with torch.no_grad():
                 conv.alpha.weight.normal_()  # e3nn starts alpha at 0, which would hide the convolution

@@ -6,6 +6,7 @@ import pytest
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.nn import (
     RelaxedLinear,
     RelaxedTensorProduct,
@@ -119,6 +120,8 @@ def test_theta_linear_map_exact_identity_and_equivariance(dtype):
         # row-vector convention: A(D_theta theta) = D A(theta) D^T
         torch.testing.assert_close(linear_map(D_theta @ theta), D @ linear_map(theta) @ D.T,
                                    atol=10 * relative_tolerance(dtype), rtol=0)
+        # negative: with theta held fixed (not rotated) the broken map is not invariant
+        assert (linear_map(theta) - D @ linear_map(theta) @ D.T).abs().max() > 1e-3
     with pytest.raises(ValueError, match="theta"):
         linear_map(theta[:-1])
     with pytest.raises(ValueError, match="identity"):
@@ -195,23 +198,16 @@ def test_relaxed_linear_identity_stabilizer_and_parity(dtype):
 
 
 def test_theta_linear_map_keeps_float64_precision_after_to():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
+    with default_dtype(torch.float32):
         linear_map = ThetaLinearMap("0e+1o+2e", irreps_relaxed_from(2), "0e+1o+2e", identity=True)
-    finally:
-        torch.set_default_dtype(old)
     linear_map = linear_map.to(torch.float64)
     assert linear_map.coupling.dtype == torch.float64
     assert list(linear_map.state_dict()) == ["weight"]
-    torch.set_default_dtype(torch.float64)  # e3nn computes D in the default dtype
-    try:
+    with default_dtype(torch.float64):  # e3nn computes D in the default dtype
         theta = torch.randn(linear_map.dim_relaxed)
         R = -o3.rand_matrix()
         D_theta = irreps_relaxed_from(2).D_from_matrix(R)
         D = o3.Irreps("0e+1o+2e").D_from_matrix(R)
-    finally:
-        torch.set_default_dtype(old)
     error = (linear_map(D_theta @ theta) - D @ linear_map(theta) @ D.T).abs().max()
     assert error < 1e-12
 

@@ -307,9 +307,9 @@ class RelaxedNetwork(torch.nn.Module):
             )
         return index
 
-    def _node_input(self, graph: AtomicGraph, species: torch.Tensor, frame_d) -> torch.Tensor:
+    def _node_input(self, graph: AtomicGraph, species_one_hot: torch.Tensor, frame_d) -> torch.Tensor:
         dtype = self.scale.dtype
-        parts = [torch.nn.functional.one_hot(species, len(self.config.species)).to(dtype)]
+        parts = [species_one_hot]
         for name, irreps in self.irreps_node_features.items():
             if name not in graph.node_features:
                 raise ValueError(
@@ -372,16 +372,12 @@ class RelaxedNetwork(torch.nn.Module):
             pos = graph.pos
             if (compute_forces or compute_stress) and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
-            src, dst = graph.edge_src, graph.edge_dst
-            edge_vec = pos[src] - pos[dst]
-            if graph.num_edges > 0:
-                cell = graph.cell.to(pos.dtype)[graph.batch[dst]]
-                edge_vec = edge_vec + torch.einsum("ei,eij->ej", graph.edge_shift.to(pos.dtype), cell)
+            edge_vec = graph.edge_vec(pos)
             strain = None
             if compute_stress:
                 strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
                 symmetric = 0.5 * (strain + strain.transpose(1, 2))
-                edge_vec = edge_vec + torch.einsum("ei,eij->ej", edge_vec, symmetric[graph.batch[dst]])
+                edge_vec = edge_vec + torch.einsum("ei,eij->ej", edge_vec, symmetric[graph.batch[graph.edge_dst]])
             if frame is not None:
                 edge_vec = edge_vec @ frame.T
 
@@ -422,7 +418,7 @@ class RelaxedNetwork(torch.nn.Module):
             edge_length, start=0.0, end=cfg.cutoff, number=cfg.num_radial_basis, basis="smooth_finite", cutoff=True
         ).mul(cfg.num_radial_basis ** 0.5)
         node_attr = torch.nn.functional.one_hot(species, len(cfg.species)).to(edge_vec.dtype)
-        x = self._node_input(graph, species, frame)
+        x = self._node_input(graph, node_attr, frame)
         for layer in self.layers:
             x = layer(x, node_attr, graph.edge_src, graph.edge_dst, edge_attr, edge_scalars)
         return x

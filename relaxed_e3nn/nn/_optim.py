@@ -29,26 +29,13 @@ from typing import Dict, List, Tuple
 import torch
 from e3nn import o3
 
-from relaxed_e3nn.nn._weights import RelaxedWeights, prox_group_lasso_
+from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn.nn._weights import copy_structure, prox_group_lasso_, relaxed_parameters
 
 __all__ = ["RelaxedOptimizer", "make_optimizer", "relaxed_param_groups"]
 
 _ORDINARY = ("adam", "adamw", "sgd")
 _THETA = ("irrep_adam", "sgd")
-
-
-def _block_structure(irreps: o3.Irreps, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    copy_index, copy_dim, copy_is_breaking = [], [], []
-    for mul, ir in irreps:
-        for _ in range(mul):
-            copy_index += [len(copy_dim)] * ir.dim
-            copy_dim.append(ir.dim)
-            copy_is_breaking.append(ir != o3.Irrep("0e"))
-    return (
-        torch.tensor(copy_index, dtype=torch.long, device=device),
-        torch.tensor(copy_dim, dtype=torch.long, device=device),
-        torch.tensor(copy_is_breaking, dtype=torch.bool, device=device),
-    )
 
 
 class RelaxedOptimizer(torch.optim.Optimizer):
@@ -99,7 +86,7 @@ class RelaxedOptimizer(torch.optim.Optimizer):
     def _structure(self, irreps: str, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         key = (irreps, str(device))
         if key not in self._structures:
-            self._structures[key] = _block_structure(o3.Irreps(irreps), device)
+            self._structures[key] = copy_structure(o3.Irreps(irreps), device)
         return self._structures[key]
 
     def __setstate__(self, state: dict) -> None:
@@ -185,7 +172,7 @@ class RelaxedOptimizer(torch.optim.Optimizer):
             step = float(state["step"])
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq_per_copy"]
             exp_avg.lerp_(grad, 1 - beta1)
-            mean_square = p.new_zeros(copy_dim.numel()).index_add_(0, copy_index, grad * grad) / copy_dim.to(p.dtype)
+            mean_square = scatter(grad * grad, copy_index, dim_size=copy_dim.numel()) / copy_dim.to(p.dtype)
             exp_avg_sq.mul_(beta2).add_(mean_square, alpha=1 - beta2)
             bias_correction1 = 1 - beta1**step
             bias_correction2 = 1 - beta2**step
@@ -197,15 +184,6 @@ class RelaxedOptimizer(torch.optim.Optimizer):
         threshold = lr * group["penalty"]
         if threshold > 0:
             prox_group_lasso_(p, copy_index, copy_is_breaking, threshold)
-
-
-def _theta_modules(model: torch.nn.Module) -> List[RelaxedWeights]:
-    seen, modules = set(), []
-    for module in model.modules():
-        if isinstance(module, RelaxedWeights) and id(module.theta) not in seen:
-            seen.add(id(module.theta))
-            modules.append(module)
-    return modules
 
 
 def relaxed_param_groups(
@@ -239,20 +217,19 @@ def relaxed_param_groups(
                        ("theta_floor", theta_floor)):
         if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
             raise ValueError(f"make_optimizer: {key} must be a number >= 0, got {value!r}")
-    thetas = [m for m in _theta_modules(model) if m.theta.requires_grad]
-    theta_ids = {id(m.theta) for m in _theta_modules(model)}
-    ordinary, seen = [], set()
-    for p in model.parameters():
-        if p.requires_grad and id(p) not in theta_ids and id(p) not in seen:
-            seen.add(id(p))
-            ordinary.append(p)
+    # every theta once (a shared RelaxedWeights counts once), frozen ones too: they never join the ordinary group
+    irreps_of_theta = {}
+    for _, irreps, theta in relaxed_parameters(model):
+        irreps_of_theta.setdefault(id(theta), (theta, irreps))
+    thetas = [(theta, irreps) for theta, irreps in irreps_of_theta.values() if theta.requires_grad]
+    ordinary = [p for p in model.parameters() if p.requires_grad and id(p) not in irreps_of_theta]
     groups = []
     if ordinary:
         groups.append(dict(params=ordinary, kind=name, lr=lr, weight_decay=weight_decay, momentum=momentum))
     if thetas:
         groups.append(dict(
-            params=[m.theta for m in thetas],
-            irreps=[str(m.irreps) for m in thetas],
+            params=[theta for theta, _ in thetas],
+            irreps=[str(irreps) for _, irreps in thetas],
             kind="theta_" + theta_optimizer,
             lr=theta_lr,
             penalty=theta_penalty,
@@ -264,20 +241,8 @@ def relaxed_param_groups(
     return groups
 
 
-def make_optimizer(
-    model: torch.nn.Module,
-    lr: float,
-    *,
-    name: str = "adam",
-    weight_decay: float = 0.0,
-    theta_lr: float = None,
-    theta_optimizer: str = "irrep_adam",
-    theta_penalty: float = 0.0,
-    theta_floor: float = 0.1,
-    momentum: float = 0.0,
-    betas=(0.9, 0.999),
-    eps: float = 1e-8,
-) -> RelaxedOptimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, *, betas=(0.9, 0.999), eps: float = 1e-8,
+                   **group_options) -> RelaxedOptimizer:
     r"""The optimizer every relaxed model in the package trains with.
 
     Ordinary parameters use ``name`` (``"adam"``, ``"adamw"`` or ``"sgd"``, same arithmetic as torch's);
@@ -291,6 +256,10 @@ def make_optimizer(
     model : torch.nn.Module
     lr : float
         Learning rate of the ordinary parameters.
+    betas, eps :
+        Adam constants (shared by ``irrep_adam``).
+    **group_options :
+        Keyword arguments of :func:`relaxed_param_groups`, which builds the parameter groups:
     name : {"adam", "adamw", "sgd"}
     weight_decay : float
         L2 (``adam``, ``sgd``) or decoupled (``adamw``) weight decay of the ordinary parameters only.
@@ -304,16 +273,11 @@ def make_optimizer(
         :math:`\theta` (see the module notes); 1 gives one step scale per :math:`\theta` tensor.
     momentum : float
         Momentum of the SGD rules.
-    betas, eps :
-        Adam constants (shared by ``irrep_adam``).
 
     Returns
     -------
     RelaxedOptimizer
         One ``torch.optim.Optimizer``.
     """
-    groups = relaxed_param_groups(
-        model, lr, name=name, weight_decay=weight_decay, theta_lr=theta_lr, theta_optimizer=theta_optimizer,
-        theta_penalty=theta_penalty, theta_floor=theta_floor, momentum=momentum,
-    )
+    groups = relaxed_param_groups(model, lr, **group_options)
     return RelaxedOptimizer(groups, lr=lr, betas=betas, eps=eps)

@@ -16,6 +16,7 @@ from typing import Iterator, Tuple
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.groups import D_from_matrix
 
 __all__ = ["RelaxedWeights", "relaxed_parameters", "rotate", "irreps_relaxed_from"]
@@ -59,6 +60,22 @@ def irreps_relaxed_from(irreps, name: str = "irreps_relaxed") -> o3.Irreps:
     raise TypeError(f"{name} must be an int L >= 0, a string or an o3.Irreps, got {type(irreps).__name__}")
 
 
+def copy_structure(irreps: o3.Irreps, device=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Irrep-copy layout of a flat vector in ``irreps``: the copy of every entry, each copy's dimension
+    and whether each copy is breaking (not ``0e``)."""
+    copy_index, copy_dim, copy_is_breaking = [], [], []
+    for mul, ir in irreps:
+        for _ in range(mul):
+            copy_index += [len(copy_dim)] * ir.dim
+            copy_dim.append(ir.dim)
+            copy_is_breaking.append(ir != _SCALAR)
+    return (
+        torch.tensor(copy_index, dtype=torch.long, device=device),
+        torch.tensor(copy_dim, dtype=torch.long, device=device),
+        torch.tensor(copy_is_breaking, dtype=torch.bool, device=device),
+    )
+
+
 class RelaxedWeights(torch.nn.Module):
     r"""Learnable relaxed weights :math:`\theta \in \bigoplus_i V_{l_i, p_i}` in e3nn's flat layout.
 
@@ -99,19 +116,12 @@ class RelaxedWeights(torch.nn.Module):
     def __init__(self, irreps) -> None:
         super().__init__()
         self.irreps = irreps_relaxed_from(irreps, "irreps")
-        copy_index = []
-        copy_is_breaking = []
-        scalar_mask = []
-        for mul, ir in self.irreps:
-            for _ in range(mul):
-                copy_index += [len(copy_is_breaking)] * ir.dim
-                copy_is_breaking.append(ir != _SCALAR)
-                scalar_mask += [ir == _SCALAR] * ir.dim
+        copy_index, _, copy_is_breaking = copy_structure(self.irreps)
         # the block structure lives in non-persistent buffers: it follows .to(device) and stays out
         # of the state dict, which holds only theta
-        self.register_buffer("copy_index", torch.tensor(copy_index, dtype=torch.long), persistent=False)
-        self.register_buffer("copy_is_breaking", torch.tensor(copy_is_breaking, dtype=torch.bool), persistent=False)
-        self.register_buffer("scalar_mask", torch.tensor(scalar_mask, dtype=torch.bool), persistent=False)
+        self.register_buffer("copy_index", copy_index, persistent=False)
+        self.register_buffer("copy_is_breaking", copy_is_breaking, persistent=False)
+        self.register_buffer("scalar_mask", ~copy_is_breaking[copy_index], persistent=False)
         self.theta = torch.nn.Parameter(self.scalar_mask.to(torch.get_default_dtype()).clone())
 
     @property
@@ -134,8 +144,7 @@ class RelaxedWeights(torch.nn.Module):
     def copy_norms(self, theta: torch.Tensor = None) -> torch.Tensor:
         r"""Euclidean norm of every irrep copy, shape ``[num_copies]`` (differentiable, 0 gradient at 0)."""
         theta = self.theta if theta is None else theta
-        squares = theta.new_zeros(self.num_copies).index_add_(0, self.copy_index, theta.pow(2))
-        return _safe_norm(squares)
+        return _safe_norm(scatter(theta.pow(2), self.copy_index, dim_size=self.num_copies))
 
     def penalty(self) -> torch.Tensor:
         r"""Group lasso :math:`\sum_{c \neq 0e} \lVert\theta_c\rVert_2` over the breaking irrep copies."""
@@ -169,8 +178,7 @@ def _safe_norm(squares: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def prox_group_lasso_(theta: torch.Tensor, copy_index: torch.Tensor, copy_is_breaking: torch.Tensor, threshold) -> None:
     """In-place block soft-thresholding of the breaking copies of a flat ``theta``."""
-    num_copies = copy_is_breaking.numel()
-    norms = theta.new_zeros(num_copies).index_add_(0, copy_index, theta.pow(2)).sqrt()
+    norms = scatter(theta.pow(2), copy_index, dim_size=copy_is_breaking.numel()).sqrt()
     scale = (1 - threshold / norms.clamp_min(torch.finfo(theta.dtype).tiny)).clamp_min(0)
     scale = torch.where(copy_is_breaking, scale, torch.ones_like(scale))
     theta.mul_(scale[copy_index])
