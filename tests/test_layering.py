@@ -21,7 +21,7 @@ ALLOWED = {
     "models": {"groups", "nn", "data", "discrete"},
     "train": {"groups", "nn", "data", "models", "discrete"},
 }
-SHARED_HELPERS = {"_scatter", "_atomic", "_dtype"}
+SHARED_HELPERS = {"_scatter", "_atomic", "_dtype", "_checks", "_settings"}
 
 
 def _imported_subpackages(path: Path):

@@ -1,13 +1,16 @@
 """Training configuration: nested dataclasses, YAML files, ``--a.b value`` overrides, validation."""
 import copy
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import yaml
+
+from relaxed_e3nn._settings import check_known as _check_known
+from relaxed_e3nn._settings import check_type as _check_type
+from relaxed_e3nn._settings import field_names as _field_names
+from relaxed_e3nn._settings import field_type as _field_type
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "load_config", "apply_overrides", "parse_overrides"]
 
@@ -327,64 +330,3 @@ def parse_overrides(tokens: List[str]) -> Dict[str, Any]:
 
 def _looks_like_flag(token: str) -> bool:
     return token.startswith("--")
-
-
-# ---------------------------------------------------------------------- validation helpers
-def _field_names(cls) -> List[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _field_type(cls, name):
-    return typing.get_type_hints(cls)[name]
-
-
-def _check_known(key, known, where) -> None:
-    if key not in known:
-        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, known))}"
-        raise ValueError(f"{where}: unknown key {key!r}{hint}")
-
-
-def _check_type(name: str, value: Any, annotation) -> None:
-    if not _matches(value, annotation):
-        raise TypeError(
-            f"config: {name} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
-        )
-
-
-def _matches(value, annotation) -> bool:
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is Union:
-        return any(_matches(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin in (list, List):
-        return isinstance(value, (list, tuple))
-    if origin in (dict, Dict):
-        return isinstance(value, dict)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def _describe(annotation) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is Union:
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    if origin in (list, List):
-        return "a list"
-    if origin in (dict, Dict):
-        return "a mapping"
-    return getattr(annotation, "__name__", str(annotation))
