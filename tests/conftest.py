@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)
+from _tolerance import tolerance
 
-# absolute tolerances for quantities of order one (e3nn's ``float_tolerance`` pattern)
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+torch.set_num_threads(1)
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
@@ -24,7 +23,8 @@ def dtype(request):
 
 @pytest.fixture
 def float_tolerance(dtype):
-    return TOLERANCE[dtype]
+    """Absolute tolerance for order-one quantities in the current ``dtype`` (see ``_tolerance``)."""
+    return tolerance(dtype, "abs")
 
 
 @pytest.fixture(autouse=True)
