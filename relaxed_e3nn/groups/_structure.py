@@ -33,7 +33,9 @@ def _structure_kind(obj):
                     "give a full 3x3 cell (vacuum along non-periodic directions) or set pbc=False"
                 )
             return "crystal", AseAtomsAdaptor.get_structure(obj)
-        return "molecule", AseAtomsAdaptor.get_molecule(obj)
+        # built directly: the adaptor's charge/spin check rejects odd-electron molecules and single
+        # atoms, and charge and spin play no part in the point group
+        return "molecule", Molecule(obj.get_chemical_symbols(), obj.positions, charge_spin_check=False)
     raise TypeError(
         "atoms_or_structure must be an ase.Atoms, pymatgen Structure or pymatgen Molecule, "
         f"got {type(obj).__name__}"
