@@ -1,4 +1,5 @@
 """Exact point-group equivariance of the discrete message passing (relaxed_e3nn.discrete)."""
+import functools
 import json
 import math
 
@@ -15,64 +16,27 @@ from relaxed_e3nn.discrete import (
 )
 from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.discrete import _orbit
-from relaxed_e3nn.discrete._orbit import centrosymmetric_orbit_sum_and_readout, orbit_sum_and_readout
+from relaxed_e3nn.discrete._orbit import orbit_sum_and_readout
 from relaxed_e3nn.groups import point_group
-
-RELATIVE_TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-10}
-
-
-# -- ground-truth groups, closed from generators here (independent of the catalogue) ----------
-def _rotation(axis, angle):
-    axis = torch.as_tensor(axis, dtype=torch.float64)
-    axis = axis / axis.norm()
-    k = torch.tensor(
-        [[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]], dtype=torch.float64
-    )
-    return torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+from _equivariance import equivariance_error
+from _geometry import INVERSION, close_group, random_rotation, reflection, rotation_about
+from _tolerance import tolerance
 
 
-def _mirror(normal):
-    n = torch.as_tensor(normal, dtype=torch.float64)
-    n = n / n.norm()
-    return torch.eye(3, dtype=torch.float64) - 2 * torch.outer(n, n)
-
-
-def _close(generators):
-    elements = [torch.eye(3, dtype=torch.float64)]
-    frontier = list(elements)
-    while frontier:
-        new = []
-        for a in frontier:
-            for g in generators:
-                p = g @ a
-                if all((p - e).abs().max() > 1e-9 for e in elements):
-                    elements.append(p)
-                    new.append(p)
-        frontier = new
-    return torch.stack(elements)
-
-
-INVERSION = -torch.eye(3, dtype=torch.float64)
 GENERATORS = {
-    "Oh": [_rotation([0, 0, 1], math.pi / 2), _rotation([1, 1, 1], 2 * math.pi / 3), INVERSION],
-    "D4h": [_rotation([0, 0, 1], math.pi / 2), _rotation([1, 0, 0], math.pi), INVERSION],
-    "D2h": [_rotation([0, 0, 1], math.pi), _rotation([1, 0, 0], math.pi), INVERSION],
-    "C4v": [_rotation([0, 0, 1], math.pi / 2), _mirror([1, 0, 0])],
-    "C3v": [_rotation([0, 0, 1], 2 * math.pi / 3), _mirror([0, 1, 0])],
+    "Oh": [rotation_about([0, 0, 1], math.pi / 2), rotation_about([1, 1, 1], 2 * math.pi / 3), INVERSION],
+    "D4h": [rotation_about([0, 0, 1], math.pi / 2), rotation_about([1, 0, 0], math.pi), INVERSION],
+    "D2h": [rotation_about([0, 0, 1], math.pi), rotation_about([1, 0, 0], math.pi), INVERSION],
+    "C4v": [rotation_about([0, 0, 1], math.pi / 2), reflection([1, 0, 0])],
+    "C3v": [rotation_about([0, 0, 1], 2 * math.pi / 3), reflection([0, 1, 0])],
 }
 ORDERS = {"Oh": 48, "D4h": 16, "D2h": 8, "C4v": 8, "C3v": 6}
 
 
-def _random_orthogonal(generator):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    return q if torch.det(q) > 0 else -q
-
-
 def _group_in_random_frame(name, seed):
     gen = torch.Generator().manual_seed(seed)
-    frame = _random_orthogonal(gen)
-    elements = _close(GENERATORS[name])
+    frame = random_rotation(gen)
+    elements = close_group(GENERATORS[name])
     assert elements.shape[0] == ORDERS[name]
     return frame @ elements @ frame.T, frame
 
@@ -113,7 +77,7 @@ def _act(g, x, c):
 # -- group input ------------------------------------------------------------------------------
 def test_ground_truth_groups_match_the_catalogue():
     for name in GENERATORS:
-        ours = _close(GENERATORS[name])
+        ours = close_group(GENERATORS[name])
         catalogue = group_elements(point_group(name))
         assert catalogue.shape == ours.shape
         # same set of matrices
@@ -125,7 +89,7 @@ def test_group_elements_accepts_names_objects_tensors_and_generators():
     frame, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
     by_name = group_elements("D4h")
     by_object = group_elements(point_group("D4h", frame=frame))
-    by_tensor = group_elements(_close(GENERATORS["D4h"]))
+    by_tensor = group_elements(close_group(GENERATORS["D4h"]))
     by_generators = group_elements(torch.stack(GENERATORS["D4h"]))
     for mats in (by_name, by_object, by_tensor, by_generators):
         assert mats.shape == (16, 3, 3)
@@ -210,19 +174,18 @@ def test_cubic_permutation_elements_in_the_standard_frame():
 # -- whole model in both precisions --------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["pooling", "attention", "ranking"])
 def test_model_equivariance_both_dtypes(dtype, variant):
-    group = point_group("D4h", frame=_random_orthogonal(torch.Generator().manual_seed(5)))
+    group = point_group("D4h", frame=random_rotation(torch.Generator().manual_seed(5)))
     center = torch.tensor([0.3, -1.2, 0.7])
     model = DEGNN(group, node_attr_dim=2, hidden=16, layers=3, variant=variant, center=center, node_orbit=True)
     _scale_up(model, readout=3.0)
     pos, vel, attr, src, dst = _system(5, seed=1, dtype=dtype)
-    c = center.to(dtype)
     ref = model(pos, vel, attr, src, dst)
     assert ref.dtype == dtype
     elements = model.elements
     assert bool((torch.det(elements) < 0).any())  # improper elements included
-    for g in elements:
-        out = model(_act(g, pos, c), vel @ g.T, attr, src, dst)
-        assert _rel_err(out, _act(g, ref, c)) < RELATIVE_TOLERANCE[dtype]
+    inputs = ["cartesian_points", "1o", None, None, None]
+    error = equivariance_error(model, (pos, vel, attr, src, dst), inputs, "cartesian_points", elements, center=center)
+    assert error < tolerance(dtype, "rel")
 
 
 def test_model_is_not_equivariant_beyond_its_group(dtype):
@@ -232,8 +195,8 @@ def test_model_is_not_equivariant_beyond_its_group(dtype):
     _scale_up(model, readout=3.0)
     pos, vel, attr, src, dst = _system(5, seed=2, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
-    generic = _random_orthogonal(torch.Generator().manual_seed(9)).to(dtype)
-    four_fold = _rotation([0, 0, 1], math.pi / 2).to(dtype)  # in D4h, not in D2h
+    generic = random_rotation(torch.Generator().manual_seed(9)).to(dtype)
+    four_fold = rotation_about([0, 0, 1], math.pi / 2).to(dtype)  # in D4h, not in D2h
     for g in (generic, four_fold, -generic):
         assert _rel_err(model(pos @ g.T, vel @ g.T, attr, src, dst), ref @ g.T) > 1e-3
     # and the trivial group C1 is not even D2h-equivariant
@@ -324,7 +287,7 @@ def test_permutation_equivariance(dtype):
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(1))
     inverse = torch.argsort(perm)
     out = model(pos[perm], vel[perm], attr[perm], inverse[src], inverse[dst])
-    assert _rel_err(out, ref[perm]) < RELATIVE_TOLERANCE[dtype]
+    assert _rel_err(out, ref[perm]) < tolerance(dtype, "rel")
 
 
 def test_batched_systems_with_per_system_centres(dtype):
@@ -341,7 +304,7 @@ def test_batched_systems_with_per_system_centres(dtype):
         torch.cat([p1, p2]), torch.cat([v1, v2]), torch.cat([a1, a2]),
         torch.cat([s1, s2 + 4]), torch.cat([d1, d2 + 4]), batch=batch, center=c,
     )
-    assert _rel_err(both, torch.cat([one, two])) < RELATIVE_TOLERANCE[dtype]
+    assert _rel_err(both, torch.cat([one, two])) < tolerance(dtype, "rel")
     # each system rotated about its own centre by a different element
     g1, g2 = group.elements[3].to(dtype), group.elements[6].to(dtype)
     moved = model(
@@ -349,52 +312,48 @@ def test_batched_systems_with_per_system_centres(dtype):
         torch.cat([a1, a2]), torch.cat([s1, s2 + 4]), torch.cat([d1, d2 + 4]), batch=batch, center=c,
     )
     expected = torch.cat([_act(g1, one, c[0]), _act(g2, two, c[1])])
-    assert _rel_err(moved, expected) < RELATIVE_TOLERANCE[dtype]
+    assert _rel_err(moved, expected) < tolerance(dtype, "rel")
 
 
 # -- the fused orbit kernel -------------------------------------------------------------------
+def _kernel_inputs(seed, order, width):
+    """Random ``(tuples, weight, shift, transported)`` for 5 rows of 6 numbers, with gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(5, 6), (order, 6, width), (5, width), (order, width, 2)]
+    return tuple(torch.randn(shape, generator=gen, requires_grad=True) for shape in shapes), gen
+
+
+def _assert_same_values_and_gradients(first, second, inputs, seeds):
+    for a, b in zip(first, second):
+        assert torch.allclose(a, b, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(first, inputs, seeds), torch.autograd.grad(second, inputs, seeds)):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
 def test_fused_orbit_kernel_matches_unfused_and_gradcheck(monkeypatch):
     with default_dtype(torch.float64):
         monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 24)  # force several chunks (2 rows each)
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(5, 6, generator=gen, requires_grad=True)
-        w = torch.randn(3, 6, 4, generator=gen, requires_grad=True)
-        u = torch.randn(5, 4, generator=gen, requires_grad=True)
-        t = torch.randn(3, 4, 2, generator=gen, requires_grad=True)
+        (x, w, u, t), gen = _kernel_inputs(0, order=3, width=4)
         assert torch.autograd.gradcheck(orbit_sum_and_readout, (x, w, u, t))
 
         def unfused(x, w, u, t):
             f = torch.relu(torch.einsum("mi,gic->mgc", x, w) + u[:, None, :])
             return f.sum(1), torch.einsum("mgk,gkr->mr", f, t)
 
-        for a, b in zip(orbit_sum_and_readout(x, w, u, t), unfused(x, w, u, t)):
-            assert torch.allclose(a, b, atol=1e-12)
-        seed_grads = [torch.randn(5, 4, generator=gen), torch.randn(5, 2, generator=gen)]
-        ga = torch.autograd.grad(orbit_sum_and_readout(x, w, u, t), (x, w, u, t), seed_grads)
-        gb = torch.autograd.grad(unfused(x, w, u, t), (x, w, u, t), seed_grads)
-        for a, b in zip(ga, gb):
-            assert torch.allclose(a, b, atol=1e-12)
+        seeds = [torch.randn(5, 4, generator=gen), torch.randn(5, 2, generator=gen)]
+        _assert_same_values_and_gradients(orbit_sum_and_readout(x, w, u, t), unfused(x, w, u, t), (x, w, u, t), seeds)
 
 
 def test_centrosymmetric_kernel_matches_the_full_orbit(monkeypatch):
     with default_dtype(torch.float64):
         monkeypatch.setattr(_orbit, "_CHUNK_ELEMENTS", 24)
-        gen = torch.Generator().manual_seed(1)
-        x = torch.randn(5, 6, generator=gen, requires_grad=True)
-        w = torch.randn(2, 6, 3, generator=gen, requires_grad=True)
-        u = torch.randn(5, 3, generator=gen, requires_grad=True)
-        t = torch.randn(2, 3, 2, generator=gen, requires_grad=True)
-        assert torch.autograd.gradcheck(centrosymmetric_orbit_sum_and_readout, (x, w, u, t))
-        half = centrosymmetric_orbit_sum_and_readout(x, w, u, t)
+        (x, w, u, t), gen = _kernel_inputs(1, order=2, width=3)
+        half_orbit = functools.partial(orbit_sum_and_readout, centrosymmetric=True)
+        assert torch.autograd.gradcheck(half_orbit, (x, w, u, t))
+        half = half_orbit(x, w, u, t)
         full = orbit_sum_and_readout(x, torch.cat([w, -w]), u, torch.cat([t, -t]))
-        for a, b in zip(half, full):
-            assert torch.allclose(a, b, atol=1e-12)
         seeds = [torch.randn(5, 3, generator=gen), torch.randn(5, 2, generator=gen)]
-        for a, b in zip(
-            torch.autograd.grad(half, (x, w, u, t), seeds),
-            torch.autograd.grad(full, (x, w, u, t), seeds),
-        ):
-            assert torch.allclose(a, b, atol=1e-12)
+        _assert_same_values_and_gradients(half, full, (x, w, u, t), seeds)
 
 
 def test_pooling_kernel_matches_generic_path():
@@ -416,14 +375,9 @@ def test_pooling_kernel_matches_generic_path():
 def test_egnn_is_e3_equivariant(dtype):
     model = EGNN(node_attr_dim=2, hidden=16, layers=3)
     pos, vel, attr, src, dst = _system(5, seed=3, dtype=dtype)
-    ref = model(pos, vel, attr, src, dst)
-    gen = torch.Generator().manual_seed(2)
-    for _ in range(3):
-        r = _random_orthogonal(gen).to(dtype)
-        for g in (r, -r):  # proper and improper
-            shift = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype)
-            out = model(pos @ g.T + shift, vel @ g.T, attr, src, dst)
-            assert _rel_err(out, ref @ g.T + shift) < RELATIVE_TOLERANCE[dtype]
+    inputs = ["cartesian_points", "1o", None, None, None]
+    error = equivariance_error(model, (pos, vel, attr, src, dst), inputs, "cartesian_points", num_elements=6, translate=True)
+    assert error < tolerance(dtype, "rel")
 
 
 def test_egnn_check_fails_when_the_symmetry_is_broken(dtype):
@@ -431,12 +385,16 @@ def test_egnn_check_fails_when_the_symmetry_is_broken(dtype):
     model = EGNN(node_attr_dim=2, hidden=16, layers=3)
     pos, vel, attr, src, dst = _system(5, seed=3, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
-    r = _random_orthogonal(torch.Generator().manual_seed(4)).to(dtype)
+    r = random_rotation(torch.Generator().manual_seed(4)).to(dtype)
     for g in (r, -r):
         assert _rel_err(model(pos @ g.T, vel, attr, src, dst), ref @ g.T) > 1e-3
     anchor = torch.tensor([1.0, 0.0, 0.0], dtype=dtype)  # a fixed direction: not E(3)-equivariant
     broken = lambda p, v: model(p, v, attr, src, dst) + anchor * p.sum()  # noqa: E731
     assert _rel_err(broken(pos @ (-r).T, vel @ (-r).T), broken(pos, vel) @ (-r).T) > 1e-3
+    # the shared check sees both
+    unrotated_velocities = ["cartesian_points", None, None, None, None]
+    assert equivariance_error(model, (pos, vel, attr, src, dst), unrotated_velocities, "cartesian_points") > 1e-3
+    assert equivariance_error(broken, (pos, vel), ["cartesian_points", "1o"], "cartesian_points") > 1e-3
 
 
 # -- input validation ---------------------------------------------------------------------------
@@ -503,11 +461,7 @@ def test_graph_without_edges(variant):
 
 def test_moving_to_float64_keeps_the_group_exact():
     """A model built under a float32 default and moved to float64 re-derives exact elements."""
-    from scipy.spatial.transform import Rotation
-
-    from relaxed_e3nn.groups import point_group
-
-    frame = torch.tensor(Rotation.random(random_state=3).as_matrix())
+    frame = random_rotation(3)
     group = point_group("D3d", frame=frame)
     with default_dtype(torch.float32):
         model = DEGNN(group, 2, hidden=8, layers=1)

@@ -61,7 +61,7 @@ import torch
 
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.discrete._group_elements import group_elements
-from relaxed_e3nn.discrete._orbit import centrosymmetric_orbit_sum_and_readout, orbit_sum_and_readout
+from relaxed_e3nn.discrete._orbit import orbit_sum_and_readout
 
 __all__ = ["PointGroupMessagePassing", "EdgeOutputs"]
 
@@ -239,8 +239,8 @@ class PointGroupMessagePassing(torch.nn.Module):
             weight_g = self._composed_weight(weight)
             if self._pair_representatives.numel():
                 index = self._pair_representatives
-                summed, per_channel = centrosymmetric_orbit_sum_and_readout(
-                    flat, weight_g[index], shift, transported[index]
+                summed, per_channel = orbit_sum_and_readout(
+                    flat, weight_g[index], shift, transported[index], centrosymmetric=True
                 )
             else:
                 summed, per_channel = orbit_sum_and_readout(flat, weight_g, shift, transported)

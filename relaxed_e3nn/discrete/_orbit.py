@@ -18,31 +18,57 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["orbit_sum_and_readout", "centrosymmetric_orbit_sum_and_readout"]
+__all__ = ["orbit_sum_and_readout"]
 
 # about 1 MiB of float32 per chunk of per-element features
 _CHUNK_ELEMENTS = 1 << 18
 
 
-def _chunk_rows(width: int) -> int:
-    return max(1, _CHUNK_ELEMENTS // max(1, width))
+def _row_chunks(rows: int, width: int):
+    """``(start, stop, count)`` of consecutive row blocks of about ``_CHUNK_ELEMENTS / width`` rows."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        yield start, stop, stop - start
 
 
-def _gradient_buffers(ctx):
-    """Gradient buffers of the saved ``(tuples, weight, shift, transported)``, None where not needed.
+class _Backward:
+    """What both backward passes share: the saved inputs, which gradients are needed, their buffers.
 
     Per-row gradients are written chunk by chunk (``empty``); those of the shared weights are
     accumulated over the chunks (``zeros``). Autograd materialises the incoming gradient of an
     unused output as zeros, so ``backward`` never receives None for one.
     """
-    tuples, weight, shift, transported = ctx.saved_tensors
-    need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
-    return (
-        torch.empty_like(tuples) if need_tuples else None,
-        torch.zeros_like(weight) if need_weight else None,
-        torch.empty_like(shift) if need_shift else None,
-        torch.zeros_like(transported) if need_transported else None,
-    )
+
+    def __init__(self, ctx):
+        self.tuples, self.weight, self.shift, self.transported = ctx.saved_tensors
+        self.need_tuples, self.need_weight, self.need_shift, self.need_transported = ctx.needs_input_grad[:4]
+        self.grad_tuples = torch.empty_like(self.tuples) if self.need_tuples else None
+        self.grad_weight = torch.zeros_like(self.weight) if self.need_weight else None
+        self.grad_shift = torch.empty_like(self.shift) if self.need_shift else None
+        self.grad_transported = torch.zeros_like(self.transported) if self.need_transported else None
+        self.transported_t = self.transported.transpose(1, 2)
+
+    def chunks(self, factor: int):
+        """``(start, stop, X)`` per chunk of rows, ``X`` the tuples expanded over the weight's elements."""
+        count, k3, width = self.weight.shape
+        for start, stop, m in _row_chunks(self.tuples.shape[0], factor * count * width):
+            yield start, stop, self.tuples[start:stop].unsqueeze(0).expand(count, m, k3)
+
+    def readout(self, features: torch.Tensor, grad_readout: torch.Tensor) -> None:
+        """Accumulate the gradient of ``transported`` from ``sum_g f_g T_g``."""
+        if self.need_transported:
+            self.grad_transported.baddbmm_(features.transpose(1, 2), grad_readout)
+
+    def first_layer(self, start: int, stop: int, x: torch.Tensor, grad_pre: torch.Tensor) -> None:
+        """Gradients of the tuples and the weight through the pre-activation ``X W g``."""
+        if self.need_tuples:
+            torch.sum(torch.bmm(grad_pre, self.weight.transpose(1, 2)), dim=0, out=self.grad_tuples[start:stop])
+        if self.need_weight:
+            self.grad_weight.baddbmm_(x.transpose(1, 2), grad_pre)
+
+    def result(self):
+        return self.grad_tuples, self.grad_weight, self.grad_shift, self.grad_transported
 
 
 class _OrbitSumAndReadout(torch.autograd.Function):
@@ -52,10 +78,7 @@ class _OrbitSumAndReadout(torch.autograd.Function):
         rows = tuples.shape[0]
         pooled = tuples.new_empty(rows, width)
         readout = tuples.new_empty(rows, transported.shape[2])
-        step = _chunk_rows(order * width)
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            m = stop - start
+        for start, stop, m in _row_chunks(rows, order * width):
             features = torch.baddbmm(
                 shift[start:stop].unsqueeze(0).expand(order, m, width),
                 tuples[start:stop].unsqueeze(0).expand(order, m, k3),
@@ -68,57 +91,19 @@ class _OrbitSumAndReadout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_pooled, grad_readout):
-        tuples, weight_g, shift, transported = ctx.saved_tensors
-        order, k3, width = weight_g.shape
-        rows, channels = tuples.shape[0], transported.shape[2]
-        need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
-        grad_tuples, grad_weight, grad_shift, grad_transported = _gradient_buffers(ctx)
-        transported_t = transported.transpose(1, 2)
-        weight_t = weight_g.transpose(1, 2)
-        step = _chunk_rows(order * width)
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            m = stop - start
-            x = tuples[start:stop].unsqueeze(0).expand(order, m, k3)
-            features = torch.baddbmm(shift[start:stop].unsqueeze(0).expand(order, m, width), x, weight_g).relu_()
-            g_read = grad_readout[start:stop].unsqueeze(0).expand(order, m, channels)
-            if need_transported:
-                grad_transported.baddbmm_(features.transpose(1, 2), g_read)
-            grad_pre = torch.baddbmm(grad_pooled[start:stop].unsqueeze(0).expand(order, m, width), g_read, transported_t)
+        state = _Backward(ctx)
+        for start, stop, x in state.chunks(1):
+            shift = state.shift[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
+            features = torch.baddbmm(shift, x, state.weight).relu_()
+            g_read = grad_readout[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
+            state.readout(features, g_read)
+            grad_pooled_g = grad_pooled[start:stop].unsqueeze(0).expand_as(features)
+            grad_pre = torch.baddbmm(grad_pooled_g, g_read, state.transported_t)
             grad_pre = torch.ops.aten.threshold_backward(grad_pre, features, 0)
-            if need_shift:
-                torch.sum(grad_pre, dim=0, out=grad_shift[start:stop])
-            if need_tuples:
-                torch.sum(torch.bmm(grad_pre, weight_t), dim=0, out=grad_tuples[start:stop])
-            if need_weight:
-                grad_weight.baddbmm_(x.transpose(1, 2), grad_pre)
-        return grad_tuples, grad_weight, grad_shift, grad_transported
-
-
-def orbit_sum_and_readout(
-    tuples: torch.Tensor, weight_g: torch.Tensor, shift: torch.Tensor, transported: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Fused ``(sum_g f_g, sum_g f_g T_g)`` over the orbit (see the module docstring).
-
-    Parameters
-    ----------
-    tuples : torch.Tensor
-        ``(M, k3)`` flattened geometric tuples.
-    weight_g : torch.Tensor
-        ``(|G|, k3, K)`` first-layer weights composed with every group element.
-    shift : torch.Tensor
-        ``(M, K)`` g-independent pre-activation.
-    transported : torch.Tensor
-        ``(|G|, K, R)`` readout acting on the per-element features.
-
-    Returns
-    -------
-    (torch.Tensor, torch.Tensor)
-        ``(M, K)`` sum over the orbit and ``(M, R)`` readout.
-    """
-    return _OrbitSumAndReadout.apply(
-        tuples.contiguous(), weight_g.contiguous(), shift.contiguous(), transported.contiguous()
-    )
+            if state.need_shift:
+                torch.sum(grad_pre, dim=0, out=state.grad_shift[start:stop])
+            state.first_layer(start, stop, x, grad_pre)
+        return state.result()
 
 
 class _CentrosymmetricOrbit(torch.autograd.Function):
@@ -134,10 +119,7 @@ class _CentrosymmetricOrbit(torch.autograd.Function):
         rows = tuples.shape[0]
         pooled = tuples.new_empty(rows, width)
         readout = tuples.new_empty(rows, transported_h.shape[2])
-        step = _chunk_rows(2 * half * width)
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            m = stop - start
+        for start, stop, m in _row_chunks(rows, 2 * half * width):
             a = torch.bmm(tuples[start:stop].unsqueeze(0).expand(half, m, k3), weight_h)
             u = shift[start:stop].unsqueeze(0)
             plus = torch.add(u, a).relu_()
@@ -149,60 +131,53 @@ class _CentrosymmetricOrbit(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_pooled, grad_readout):
-        tuples, weight_h, shift, transported_h = ctx.saved_tensors
-        half, k3, width = weight_h.shape
-        rows, channels = tuples.shape[0], transported_h.shape[2]
-        need_tuples, need_weight, need_shift, need_transported = ctx.needs_input_grad[:4]
-        grad_tuples, grad_weight, grad_shift, grad_transported = _gradient_buffers(ctx)
-        transported_t = transported_h.transpose(1, 2)
-        weight_t = weight_h.transpose(1, 2)
-        step = _chunk_rows(2 * half * width)
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            m = stop - start
-            x = tuples[start:stop].unsqueeze(0).expand(half, m, k3)
-            a = torch.bmm(x, weight_h)
-            u = shift[start:stop].unsqueeze(0)
+        state = _Backward(ctx)
+        for start, stop, x in state.chunks(2):
+            a = torch.bmm(x, state.weight)
+            u = state.shift[start:stop].unsqueeze(0)
             plus = torch.add(u, a).relu_()
             minus = torch.sub(u, a).relu_()
-            g_read = grad_readout[start:stop].unsqueeze(0).expand(half, m, channels)
-            if need_transported:
-                grad_transported.baddbmm_((plus - minus).transpose(1, 2), g_read)
-            q = torch.bmm(g_read, transported_t)
+            g_read = grad_readout[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
+            state.readout(plus - minus, g_read)
+            q = torch.bmm(g_read, state.transported_t)
             g_pool = grad_pooled[start:stop].unsqueeze(0)
             grad_plus = torch.ops.aten.threshold_backward(torch.add(g_pool, q), plus, 0)
             grad_minus = torch.ops.aten.threshold_backward(torch.sub(g_pool, q), minus, 0)
-            if need_shift:
-                torch.add(grad_plus.sum(0), grad_minus.sum(0), out=grad_shift[start:stop])
-            grad_a = grad_plus.sub_(grad_minus)
-            if need_tuples:
-                torch.sum(torch.bmm(grad_a, weight_t), dim=0, out=grad_tuples[start:stop])
-            if need_weight:
-                grad_weight.baddbmm_(x.transpose(1, 2), grad_a)
-        return grad_tuples, grad_weight, grad_shift, grad_transported
+            if state.need_shift:
+                torch.add(grad_plus.sum(0), grad_minus.sum(0), out=state.grad_shift[start:stop])
+            state.first_layer(start, stop, x, grad_plus.sub_(grad_minus))
+        return state.result()
 
 
-def centrosymmetric_orbit_sum_and_readout(
-    tuples: torch.Tensor, weight_h: torch.Tensor, shift: torch.Tensor, transported_h: torch.Tensor
+def orbit_sum_and_readout(
+    tuples: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    transported: torch.Tensor,
+    centrosymmetric: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`orbit_sum_and_readout` for a group ``G = H u (-H)``, given the weights of ``H`` only.
+    """Fused ``(sum_g f_g, sum_g f_g T_g)`` over the orbit (see the module docstring).
 
     Parameters
     ----------
     tuples : torch.Tensor
         ``(M, k3)`` flattened geometric tuples.
-    weight_h : torch.Tensor
-        ``(|G|/2, k3, K)`` first-layer weights composed with one element of each pair ``{h, -h}``.
+    weight : torch.Tensor
+        ``(|G|, k3, K)`` first-layer weights composed with every group element, or with
+        ``centrosymmetric`` only ``(|G|/2, k3, K)``, those of one element of each pair ``{h, -h}``.
     shift : torch.Tensor
         ``(M, K)`` g-independent pre-activation.
-    transported_h : torch.Tensor
-        ``(|G|/2, K, R)`` transported readout of the same elements (that of ``-h`` is its negative).
+    transported : torch.Tensor
+        ``(|G|, K, R)`` readout acting on the per-element features (with ``centrosymmetric``
+        ``(|G|/2, K, R)``, the same elements as ``weight``: that of ``-h`` is its negative).
+    centrosymmetric : bool
+        The group is ``G = H u (-H)`` and ``weight``, ``transported`` hold ``H`` only: half the
+        matrix products cover the whole orbit.
 
     Returns
     -------
     (torch.Tensor, torch.Tensor)
         ``(M, K)`` sum over the whole orbit and ``(M, R)`` readout.
     """
-    return _CentrosymmetricOrbit.apply(
-        tuples.contiguous(), weight_h.contiguous(), shift.contiguous(), transported_h.contiguous()
-    )
+    kernel = _CentrosymmetricOrbit if centrosymmetric else _OrbitSumAndReadout
+    return kernel.apply(tuples.contiguous(), weight.contiguous(), shift.contiguous(), transported.contiguous())
