@@ -11,27 +11,23 @@
 Run: ``python examples/train_crystals.py [--epochs 40] [--out runs/crystals]`` (a few minutes
 on one CPU core; ``--quick`` for a smoke run).
 """
-import argparse
-import shutil
 import json
-import time
-from pathlib import Path
 
 import ase.io
 import numpy as np
-import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
 import relaxed_e3nn
-from relaxed_e3nn.train import predict, train
+from _common import example_arguments, model_settings, train_from_config
+from relaxed_e3nn.train import predict
 
 
-def crystals(n: int, seed: int):
+def crystals(num_structures: int, seed: int):
     rng = np.random.default_rng(seed)
     prototypes = [("Cu", 3.61), ("Au", 4.08), ("CuAu", 3.85), ("Cu3Au", 3.75)]
     frames = []
-    for k in range(n):
+    for k in range(num_structures):
         name, a = prototypes[k % len(prototypes)]
         atoms = bulk("Cu", "fcc", a=a, cubic=True)
         if name == "Au":
@@ -50,16 +46,9 @@ def crystals(n: int, seed: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/crystals")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--structures", type=int, default=96)
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check that it works")
-    args = parser.parse_args()
-    if args.quick:
-        args.epochs, args.structures = 2, 16
-    out = Path(args.out)
-    (out / "cif").mkdir(parents=True, exist_ok=True)
+    args = example_arguments(__doc__.split("\n")[0], "runs/crystals", "structures", 96, 16)
+    out = args.out
+    (out / "cif").mkdir(exist_ok=True)
 
     labelled = crystals(args.structures, seed=0)
     half = len(labelled) // 2
@@ -85,17 +74,11 @@ def main():
         "patience": 15,
         "ema_decay": 0.9,
         "data": {"train": sources, "val_fraction": 0.1, "test_fraction": 0.15},
-        "model": {"cutoff": 4.5, "num_layers": 2, "irreps_hidden": "16x0e+8x1o+8x1e", "lmax": 2,
-                  "irreps_relaxed": 2, "radial_neurons": 16, "num_neighbors": 30.0},
+        "model": model_settings(num_neighbors=30.0),
         "loss": {"energy": 1.0, "forces": 10.0, "stress": 100.0},
         "optim": {"lr": 0.01, "scheduler": "cosine"},
     }
-    with open(out / "train_crystals.yaml", "w") as handle:
-        yaml.safe_dump(config, handle, sort_keys=False)
-    shutil.rmtree(out / "run", ignore_errors=True)  # the example starts afresh each time
-    start = time.perf_counter()
-    result = train(config)
-    print(f"training: {time.perf_counter() - start:.1f} s, best epoch {result.best_epoch}")
+    result = train_from_config(config, out / "train_crystals.yaml")
     forces = np.concatenate([np.asarray(v["forces"]) for _, v in labelled])
     print(f"mean |force component| of the data: {np.abs(forces).mean():.4f} eV/Å")
     for key, value in (result.test_metrics or {}).items():

@@ -9,29 +9,26 @@
 Run: ``python examples/train_molecules.py [--epochs 40] [--out runs/molecules]`` (a few
 minutes on one CPU core; ``--quick`` for a smoke run).
 """
-import argparse
-import shutil
 import time
-from pathlib import Path
 
 import ase.io
 import numpy as np
-import yaml
 from ase.cluster import Icosahedron
 from ase.calculators.emt import EMT
 from ase.md.verlet import VelocityVerlet
 from ase import units
 
 import relaxed_e3nn
-from relaxed_e3nn.train import evaluate, train
+from _common import example_arguments, model_settings, train_from_config
+from relaxed_e3nn.train import evaluate
 from relaxed_e3nn.train import graphs_for_model
 
 
-def md_snapshots(n_frames: int, seed: int):
+def md_snapshots(num_frames: int, seed: int):
     """Snapshots of constant-energy MD started at 600 K of random Cu/Ag clusters, labelled under REF_* keys."""
     rng = np.random.default_rng(seed)
     frames = []
-    while len(frames) < n_frames:
+    while len(frames) < num_frames:
         cluster = Icosahedron("Cu", noshells=2)  # 13 atoms
         keep = int(rng.integers(7, 14))
         cluster = cluster[np.sort(rng.permutation(len(cluster))[:keep])]
@@ -50,20 +47,12 @@ def md_snapshots(n_frames: int, seed: int):
             snapshot.info["REF_energy"] = cluster.get_potential_energy()
             snapshot.arrays["REF_forces"] = cluster.get_forces().copy()
             frames.append(snapshot)
-    return frames[:n_frames]
+    return frames[:num_frames]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/molecules")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check that it works")
-    args = parser.parse_args()
-    if args.quick:
-        args.epochs, args.frames = 2, 20
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args = example_arguments(__doc__.split("\n")[0], "runs/molecules", "frames", 120, 20)
+    out = args.out
 
     start = time.perf_counter()
     train_file, test_file = out / "md_train.xyz", out / "md_test.xyz"
@@ -81,17 +70,11 @@ def main():
         "progress": "auto",
         "data": {"train": str(train_file), "val_fraction": 0.15, "energy_key": "REF_energy",
                  "forces_key": "REF_forces"},
-        "model": {"cutoff": 4.5, "num_layers": 2, "irreps_hidden": "16x0e+8x1o+8x1e", "lmax": 2,
-                  "irreps_relaxed": 2, "radial_neurons": 16, "num_neighbors": 8.0},
+        "model": model_settings(num_neighbors=8.0),
         "loss": {"energy": 5.0, "forces": 10.0},
         "optim": {"lr": 0.01, "scheduler": "plateau", "lr_patience": 5, "theta_penalty": 1e-4},
     }
-    with open(out / "train_molecules.yaml", "w") as handle:
-        yaml.safe_dump(config, handle, sort_keys=False)
-    shutil.rmtree(out / "run", ignore_errors=True)  # the example starts afresh each time
-    start = time.perf_counter()
-    result = train(config)
-    print(f"training: {time.perf_counter() - start:.1f} s, best epoch {result.best_epoch}")
+    result = train_from_config(config, out / "train_molecules.yaml")
 
     model = relaxed_e3nn.load(result.model_path)
     test_frames = ase.io.read(str(test_file), ":")

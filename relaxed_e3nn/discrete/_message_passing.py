@@ -263,17 +263,16 @@ class PointGroupMessagePassing(torch.nn.Module):
         return (ranked * self.rank_weight[None]).sum(1)
 
     # -- layer --------------------------------------------------------------------------------
-    def edge_outputs(
-        self,
-        node_features: torch.Tensor,
-        pos: torch.Tensor,
-        vel: torch.Tensor,
-        node_center: torch.Tensor,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        edge_attr: Optional[torch.Tensor] = None,
-    ) -> EdgeOutputs:
-        """Invariant embeddings and messages, equivariant edge and node vectors (see module docs)."""
+    def edge_outputs(self, node_features, pos, vel, node_center, edge_src, edge_dst, edge_attr=None) -> EdgeOutputs:
+        """Invariant embeddings and messages, equivariant edge and node vectors (see module docs).
+
+        The arguments are those of :meth:`forward`.
+        """
+        if self.edge_attr_dim and (edge_attr is None or edge_attr.shape != (edge_src.shape[0], self.edge_attr_dim)):
+            raise ValueError(
+                f"edge_attr: expected shape ({edge_src.shape[0]}, {self.edge_attr_dim}), "
+                f"got {None if edge_attr is None else tuple(edge_attr.shape)}"
+            )
         rel = pos - node_center
         dst, src = edge_dst, edge_src
         diff = pos[dst] - pos[src]
@@ -333,11 +332,6 @@ class PointGroupMessagePassing(torch.nn.Module):
         (torch.Tensor, torch.Tensor)
             Updated node features ``(N, hidden)`` and positions ``(N, 3)``.
         """
-        if self.edge_attr_dim and (edge_attr is None or edge_attr.shape != (edge_src.shape[0], self.edge_attr_dim)):
-            raise ValueError(
-                f"edge_attr: expected shape ({edge_src.shape[0]}, {self.edge_attr_dim}), "
-                f"got {None if edge_attr is None else tuple(edge_attr.shape)}"
-            )
         out = self.edge_outputs(node_features, pos, vel, node_center, edge_src, edge_dst, edge_attr)
         n = pos.shape[0]
         aggregated = scatter(out.messages, edge_dst, dim=0, dim_size=n, reduce="sum")

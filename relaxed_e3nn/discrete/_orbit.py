@@ -71,82 +71,78 @@ class _Backward:
         return self.grad_tuples, self.grad_weight, self.grad_shift, self.grad_transported
 
 
+def _full_forward(x, shift, weight, transported, pooled, readout):
+    """One chunk of the whole orbit: ``f_g = relu(X W g + u)``, then its sum and readout."""
+    features = torch.baddbmm(shift.unsqueeze(0).expand(x.shape[0], -1, -1), x, weight).relu_()
+    torch.sum(features, dim=0, out=pooled)
+    torch.sum(torch.bmm(features, transported), dim=0, out=readout)
+
+
+def _half_forward(x, shift, weight, transported, pooled, readout):
+    """One chunk of a centrosymmetric orbit from one element of each pair: ``relu(u ± X W h)``."""
+    a = torch.bmm(x, weight)
+    u = shift.unsqueeze(0)
+    plus = torch.add(u, a).relu_()
+    minus = torch.sub(u, a).relu_()
+    torch.add(plus.sum(0), minus.sum(0), out=pooled)
+    torch.sum(torch.bmm(plus.sub_(minus), transported), dim=0, out=readout)
+
+
+def _full_backward(state, start, stop, x, grad_pooled, grad_readout):
+    shift = state.shift[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
+    features = torch.baddbmm(shift, x, state.weight).relu_()
+    state.readout(features, grad_readout)
+    grad_pre = torch.baddbmm(grad_pooled.unsqueeze(0).expand_as(features), grad_readout, state.transported_t)
+    grad_pre = torch.ops.aten.threshold_backward(grad_pre, features, 0)
+    if state.need_shift:
+        torch.sum(grad_pre, dim=0, out=state.grad_shift[start:stop])
+    state.first_layer(start, stop, x, grad_pre)
+
+
+def _half_backward(state, start, stop, x, grad_pooled, grad_readout):
+    a = torch.bmm(x, state.weight)
+    u = state.shift[start:stop].unsqueeze(0)
+    plus = torch.add(u, a).relu_()
+    minus = torch.sub(u, a).relu_()
+    state.readout(plus - minus, grad_readout)
+    q = torch.bmm(grad_readout, state.transported_t)
+    g_pool = grad_pooled.unsqueeze(0)
+    grad_plus = torch.ops.aten.threshold_backward(torch.add(g_pool, q), plus, 0)
+    grad_minus = torch.ops.aten.threshold_backward(torch.sub(g_pool, q), minus, 0)
+    if state.need_shift:
+        torch.add(grad_plus.sum(0), grad_minus.sum(0), out=state.grad_shift[start:stop])
+    state.first_layer(start, stop, x, grad_plus.sub_(grad_minus))
+
+
 class _OrbitSumAndReadout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, tuples, weight_g, shift, transported):
-        order, k3, width = weight_g.shape
-        rows = tuples.shape[0]
-        pooled = tuples.new_empty(rows, width)
-        readout = tuples.new_empty(rows, transported.shape[2])
-        for start, stop, m in _row_chunks(rows, order * width):
-            features = torch.baddbmm(
-                shift[start:stop].unsqueeze(0).expand(order, m, width),
-                tuples[start:stop].unsqueeze(0).expand(order, m, k3),
-                weight_g,
-            ).relu_()
-            torch.sum(features, dim=0, out=pooled[start:stop])
-            torch.sum(torch.bmm(features, transported), dim=0, out=readout[start:stop])
-        ctx.save_for_backward(tuples, weight_g, shift, transported)
-        return pooled, readout
+    """The fused kernel; with ``centrosymmetric`` the group is ``G = H u (-H)`` given by ``H`` alone.
 
-    @staticmethod
-    def backward(ctx, grad_pooled, grad_readout):
-        state = _Backward(ctx)
-        for start, stop, x in state.chunks(1):
-            shift = state.shift[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
-            features = torch.baddbmm(shift, x, state.weight).relu_()
-            g_read = grad_readout[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
-            state.readout(features, g_read)
-            grad_pooled_g = grad_pooled[start:stop].unsqueeze(0).expand_as(features)
-            grad_pre = torch.baddbmm(grad_pooled_g, g_read, state.transported_t)
-            grad_pre = torch.ops.aten.threshold_backward(grad_pre, features, 0)
-            if state.need_shift:
-                torch.sum(grad_pre, dim=0, out=state.grad_shift[start:stop])
-            state.first_layer(start, stop, x, grad_pre)
-        return state.result()
-
-
-class _CentrosymmetricOrbit(torch.autograd.Function):
-    """Same sums for a group containing the inversion, given only one of each pair ``{h, -h}``.
-
-    With :math:`a_h = X W h`, the pair's pre-activations are :math:`u \\pm a_h` and its transported
-    readouts :math:`\\pm T_h`, so half the matrix products cover the whole orbit.
+    With :math:`a_h = X W h`, a pair ``{h, -h}`` has the pre-activations :math:`u \\pm a_h` and
+    the transported readouts :math:`\\pm T_h`, so half the matrix products cover the whole orbit.
     """
 
     @staticmethod
-    def forward(ctx, tuples, weight_h, shift, transported_h):
-        half, k3, width = weight_h.shape
+    def forward(ctx, tuples, weight, shift, transported, centrosymmetric):
+        count, k3, width = weight.shape
         rows = tuples.shape[0]
         pooled = tuples.new_empty(rows, width)
-        readout = tuples.new_empty(rows, transported_h.shape[2])
-        for start, stop, m in _row_chunks(rows, 2 * half * width):
-            a = torch.bmm(tuples[start:stop].unsqueeze(0).expand(half, m, k3), weight_h)
-            u = shift[start:stop].unsqueeze(0)
-            plus = torch.add(u, a).relu_()
-            minus = torch.sub(u, a).relu_()
-            torch.add(plus.sum(0), minus.sum(0), out=pooled[start:stop])
-            torch.sum(torch.bmm(plus.sub_(minus), transported_h), dim=0, out=readout[start:stop])
-        ctx.save_for_backward(tuples, weight_h, shift, transported_h)
+        readout = tuples.new_empty(rows, transported.shape[2])
+        chunk = _half_forward if centrosymmetric else _full_forward
+        for start, stop, m in _row_chunks(rows, (1 + centrosymmetric) * count * width):
+            x = tuples[start:stop].unsqueeze(0).expand(count, m, k3)
+            chunk(x, shift[start:stop], weight, transported, pooled[start:stop], readout[start:stop])
+        ctx.centrosymmetric = centrosymmetric
+        ctx.save_for_backward(tuples, weight, shift, transported)
         return pooled, readout
 
     @staticmethod
     def backward(ctx, grad_pooled, grad_readout):
         state = _Backward(ctx)
-        for start, stop, x in state.chunks(2):
-            a = torch.bmm(x, state.weight)
-            u = state.shift[start:stop].unsqueeze(0)
-            plus = torch.add(u, a).relu_()
-            minus = torch.sub(u, a).relu_()
+        chunk = _half_backward if ctx.centrosymmetric else _full_backward
+        for start, stop, x in state.chunks(1 + ctx.centrosymmetric):
             g_read = grad_readout[start:stop].unsqueeze(0).expand(x.shape[0], -1, -1)
-            state.readout(plus - minus, g_read)
-            q = torch.bmm(g_read, state.transported_t)
-            g_pool = grad_pooled[start:stop].unsqueeze(0)
-            grad_plus = torch.ops.aten.threshold_backward(torch.add(g_pool, q), plus, 0)
-            grad_minus = torch.ops.aten.threshold_backward(torch.sub(g_pool, q), minus, 0)
-            if state.need_shift:
-                torch.add(grad_plus.sum(0), grad_minus.sum(0), out=state.grad_shift[start:stop])
-            state.first_layer(start, stop, x, grad_plus.sub_(grad_minus))
-        return state.result()
+            chunk(state, start, stop, x, grad_pooled[start:stop], g_read)
+        return (*state.result(), None)
 
 
 def orbit_sum_and_readout(
@@ -179,5 +175,6 @@ def orbit_sum_and_readout(
     (torch.Tensor, torch.Tensor)
         ``(M, K)`` sum over the whole orbit and ``(M, R)`` readout.
     """
-    kernel = _CentrosymmetricOrbit if centrosymmetric else _OrbitSumAndReadout
-    return kernel.apply(tuples.contiguous(), weight.contiguous(), shift.contiguous(), transported.contiguous())
+    return _OrbitSumAndReadout.apply(
+        tuples.contiguous(), weight.contiguous(), shift.contiguous(), transported.contiguous(), bool(centrosymmetric)
+    )
