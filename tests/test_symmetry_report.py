@@ -55,20 +55,32 @@ def test_significance_separates_breaking_from_noise():
     control = two_layer_model(breaking=0.0, noise=1e-6, seed=1)
     with torch.no_grad():
         control["a"].theta[9:] = 0.0
-    for strict in (control, 1e-6, None):
-        rows = breaking_significance(model, strict_control=strict)
+    for symmetric in (control, 1e-6, None):
+        rows = breaking_significance(model, symmetric_control=symmetric)
         sig = {(r.layer, r.irrep): r.significant for r in rows}
-        assert sig[("a", "1o")] and sig[("a", "4e")], strict
-        assert not any(v for (layer, _), v in sig.items() if layer == "b"), strict
+        assert sig[("a", "1o")] and sig[("a", "4e")], symmetric
+        assert not any(v for (layer, _), v in sig.items() if layer == "b"), symmetric
     # breaking measured beyond C4v: the 1o and the cubic 4e are invariant, nothing is significant
-    rows = breaking_significance(model, strict_control=1e-6, group="C4v")
+    rows = breaking_significance(model, symmetric_control=1e-6, group="C4v")
     assert not any(r.significant for r in rows)
-    boot = breaking_significance(model, strict_control=control, method="bootstrap", n_boot=5000)
+    boot = breaking_significance(model, symmetric_control=control, method="bootstrap", n_boot=5000)
     assert {(r.layer, r.irrep) for r in boot if r.significant} == {("a", "1o"), ("a", "4e")}
     with pytest.raises(ValueError, match="same relaxed weights"):
-        breaking_significance(model, strict_control=torch.nn.ModuleDict({"a": RelaxedWeights("0e+1o")}))
+        breaking_significance(model, symmetric_control=torch.nn.ModuleDict({"a": RelaxedWeights("0e+1o")}))
     with pytest.raises(ValueError, match="method"):
         breaking_significance(model, method="magic")
+
+
+def test_strict_control_is_a_deprecated_alias_of_symmetric_control():
+    model = two_layer_model()
+    with pytest.warns(DeprecationWarning, match="symmetric_control"):
+        old = breaking_significance(model, strict_control=1e-6)
+    assert old == breaking_significance(model, symmetric_control=1e-6)
+    with pytest.raises(TypeError, match="symmetric_control only"):
+        breaking_significance(model, symmetric_control=1e-6, strict_control=1e-6)
+    with pytest.warns(DeprecationWarning, match="SymmetryReport"):
+        report = SymmetryReport(model, strict_control=1e-6)
+    assert report.significance == SymmetryReport(model, symmetric_control=1e-6).significance
 
 
 def test_format_axis():

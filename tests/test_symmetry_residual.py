@@ -9,7 +9,8 @@ from e3nn import o3
 
 from relaxed_e3nn.groups import point_group
 from relaxed_e3nn.symmetry import find_residual_symmetry, residual_group, symmetry_errors
-from relaxed_e3nn.symmetry._wigner import apply_D, blocks_of, wigner_D
+from relaxed_e3nn.groups import D_from_matrix, proper_D_blocks, rotation_about
+from relaxed_e3nn.symmetry._blocks import axis_components, blocks_of, transform_blocks
 
 # 2 copies of every irrep 0e .. 6o
 IRREPS = o3.Irreps("+".join(f"2x{l}{p}" for l in range(7) for p in ("e", "o")))
@@ -73,15 +74,17 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
-def test_wigner_matches_e3nn(float64_default):
+def test_search_kernel_matches_e3nn(float64_default):
+    """The search applies D(g) with groups' proper_D_blocks: e3nn's D^l for l <= 8, parity included."""
     R = o3.rand_matrix(20, dtype=torch.float64)
+    blocks = proper_D_blocks(R, 8)
     for l in range(9):
         ref = o3.Irrep(l, 1).D_from_matrix(R).numpy()
-        assert np.abs(wigner_D(l, R.numpy()) - ref).max() < 1e-12
+        assert np.abs(blocks[l].numpy() - ref).max() < 1e-12
     g = R * torch.tensor([1.0, -1.0] * 10, dtype=torch.float64)[:, None, None]
     theta = torch.randn(IRREPS.dim, dtype=torch.float64)
     ref = torch.einsum("nij,j->ni", IRREPS.D_from_matrix(g), theta).numpy()
-    moved = apply_D(blocks_of(IRREPS, theta.numpy()), g.numpy())
+    moved = transform_blocks(blocks_of(IRREPS, theta.numpy()), g.numpy())
     # reassemble the merged blocks in IRREPS order (IRREPS is already sorted and merged)
     flat = np.concatenate([m.reshape(len(g), -1) for m in moved], 1)
     order = sorted(range(len(IRREPS)), key=lambda i: (IRREPS[i].ir.l, IRREPS[i].ir.p))
@@ -89,17 +92,37 @@ def test_wigner_matches_e3nn(float64_default):
     assert np.abs(flat - np.concatenate(ref_blocks, 1)).max() < 1e-12
 
 
-def test_wigner_precise_near_the_polar_axis():
-    """Elements mapping y to almost y (where arccos-based Euler angles lose digits)."""
-    from relaxed_e3nn.groups import D_from_matrix
-    from relaxed_e3nn.symmetry._wigner import rotation_about
+def _axis_frame(n):
+    """e3nn's Q = R_y(alpha) R_x(beta) with Q e_y = n (the frame axis_components uses)."""
+    alpha = torch.tensor(math.atan2(n[0], n[2]), dtype=torch.float64)
+    beta = torch.tensor(math.atan2(math.hypot(n[0], n[2]), n[1]), dtype=torch.float64)
+    return o3.angles_to_matrix(alpha, beta, torch.zeros((), dtype=torch.float64))
 
+
+def test_search_kernel_precise_near_the_polar_axis():
+    """Elements and axes at or near y (where arccos-based Euler angles lose digits) agree with D_from_matrix."""
     axis = np.array([1e-9, 1.0, 2e-9])
     R = np.stack([rotation_about(axis / np.linalg.norm(axis), a) for a in (0.3, 1e-9, np.pi)])
     R = np.concatenate([R, rotation_about(np.array([1.0, 0.0, 0.0]), 1e-9)[None]])
     for l in (1, 4, 6):
         ref = D_from_matrix(o3.Irreps(f"{l}e"), torch.as_tensor(R)).numpy()
-        assert np.abs(wigner_D(l, R) - ref).max() < 1e-12
+        assert np.abs(proper_D_blocks(torch.as_tensor(R), l)[l].numpy() - ref).max() < 1e-12
+    # the Euler-angle path: components about axes near +-y and generic ones
+    theta = torch.randn(IRREPS.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    blocks = blocks_of(IRREPS, theta.numpy())
+    axes = np.array([[1e-9, 1.0, 2e-9], [0.0, -1.0, 0.0], [3e-10, -1.0, 0.0], [0.3, -0.5, 0.8], [1.0, 0.0, 0.0]])
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    comps = axis_components(blocks, axes)
+    for k, n in enumerate(axes):
+        Q = _axis_frame(n)
+        assert (Q[:, 1] - torch.as_tensor(n)).abs().max() < 1e-15
+        for b, u in zip(blocks, comps):
+            D = D_from_matrix(o3.Irreps(f"{b.l}{'e' if b.p == 1 else 'o'}"), Q).numpy()
+            assert np.abs(u[k] - b.values @ D).max() < 1e-12
+    # negative control: a frame about another axis gives other components
+    D = D_from_matrix(o3.Irreps("3o"), _axis_frame(axes[3])).numpy()
+    b3 = next(b for b in blocks if (b.l, b.p) == (3, -1))
+    assert np.abs(comps[blocks.index(b3)][4] - b3.values @ D).max() > 1e-2
 
 
 @pytest.mark.slow

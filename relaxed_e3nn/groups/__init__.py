@@ -7,9 +7,11 @@ Reynolds projector onto the invariants of any e3nn representation.
 
 Constructors: :func:`point_group` (by name), :func:`point_group_from_elements`,
 :func:`point_group_from_generators` (closure and naming), :func:`point_group_of` (the symmetry
-of an ase / pymatgen structure). Helpers: :func:`frame_from_axes` (a frame from a principal and
-a secondary direction), :func:`describe_element` (classify one matrix) and
-:func:`D_from_matrix` (float64-exact representation matrices in e3nn's basis).
+of an ase / pymatgen structure), :func:`as_point_group` (any of these as a group argument).
+Helpers: :func:`frame_from_axes` (a frame from a principal and a secondary direction), :func:`describe_element` (classify one matrix),
+:func:`D_from_matrix` (float64-exact representation matrices in e3nn's basis, with
+:func:`proper_D_blocks` its per-``l`` blocks) and :func:`rotation_about` (axis-angle rotation
+matrices, Rodrigues).
 
 Examples
 --------
@@ -22,6 +24,7 @@ True
 """
 from ._catalogue import CONTINUOUS_GROUPS, MAX_AXIS_ORDER
 from ._elements import SymmetryElement, describe_element
+from ._linalg import rotation_about
 from ._point_group import (
     PointGroup,
     frame_from_axes,
@@ -29,8 +32,8 @@ from ._point_group import (
     point_group_from_elements,
     point_group_from_generators,
 )
-from ._structure import point_group_of
-from ._wigner import D_from_matrix
+from ._structure import as_point_group, point_group_of
+from ._wigner import D_from_matrix, proper_D_blocks
 
 __all__ = [
     "PointGroup",
@@ -38,9 +41,12 @@ __all__ = [
     "point_group_from_elements",
     "point_group_from_generators",
     "point_group_of",
+    "as_point_group",
     "frame_from_axes",
     "describe_element",
     "D_from_matrix",
+    "proper_D_blocks",
+    "rotation_about",
     "SymmetryElement",
     "MAX_AXIS_ORDER",
     "CONTINUOUS_GROUPS",

@@ -1,7 +1,7 @@
 """Names, generators and standard-frame elements of the point groups.
 
 Standard frames: principal axis along z; the C2' axes of D_n along x and its images
-under C_n; σv contains z and x; σh is the xy-plane; σd bisects neighbouring C2' axes; cubic groups
+under C_n; σv contains z and x; σh is the xy-plane; σd bisects neighboring C2' axes; cubic groups
 have their 4-fold (2-fold for T, Th, Td) axes along x, y, z and 3-fold axes along the body
 diagonals; icosahedral groups have 2-fold axes along x, y, z and a 5-fold axis along (0, 1, φ).
 """

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import torch
 
+from relaxed_e3nn._checks import orthogonality_error
+
 __all__ = [
     "as_matrices",
     "check_orthogonal",
@@ -52,14 +54,19 @@ def _to_numpy(m):
 
 
 def check_orthogonal(mats, tol, name="mats"):
-    """Raise ``ValueError`` unless every matrix satisfies ``max|Rᵀ R − I| <= tol``."""
-    err = np.abs(np.einsum("nji,njk->nik", mats, mats) - np.eye(3)).max(axis=(1, 2))
-    bad = np.nonzero(err > tol)[0]
-    if bad.size:
-        raise ValueError(
-            f"{name} must be orthogonal 3x3 matrices (max |RᵀR - I| <= {tol:g}); matrix {int(bad[0])} "
-            f"has error {err[bad[0]]:.3g}"
-        )
+    r"""Raise ``ValueError`` unless every matrix satisfies :math:`\max|R R^\top - I| \le` ``tol``.
+
+    The measure is :func:`relaxed_e3nn._checks.orthogonality_error`, the package's one
+    orthogonality test; the message names the first offending matrix.
+    """
+    if orthogonality_error(mats) <= tol:
+        return
+    errors = [orthogonality_error(m) for m in mats]
+    bad = next(i for i, err in enumerate(errors) if not err <= tol)
+    raise ValueError(
+        f"{name} must be orthogonal 3x3 matrices (max |R Rᵀ - I| <= {tol:g}); matrix {bad} "
+        f"has error {errors[bad]:.3g}"
+    )
 
 
 def nearest_orthogonal(mats):
@@ -69,11 +76,32 @@ def nearest_orthogonal(mats):
 
 
 def rotation_about(axis, angle):
-    """Proper rotation by ``angle`` (radians, counter-clockwise) about ``axis`` (Rodrigues)."""
+    r"""Proper rotations by ``angle`` (radians, counter-clockwise) about ``axis`` (Rodrigues).
+
+    .. math::
+
+        R = I + \sin\alpha\, K + (1 - \cos\alpha)\, K^2, \qquad K v = \hat n \times v.
+
+    Parameters
+    ----------
+    axis : array_like ``[..., 3]``
+        Nonzero axis directions (normalised here).
+    angle : float or array_like ``[...]``
+        Broadcast against ``axis.shape[:-1]``.
+
+    Returns
+    -------
+    numpy.ndarray ``[..., 3, 3]`` (``[3, 3]`` for one axis and one angle), float64.
+    """
     n = np.asarray(axis, dtype=np.float64)
-    n = n / np.linalg.norm(n)
-    k = np.array([[0.0, -n[2], n[1]], [n[2], 0.0, -n[0]], [-n[1], n[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)
+    n = n / np.linalg.norm(n, axis=-1, keepdims=True)
+    n, angle = np.broadcast_arrays(n, np.asarray(angle, dtype=np.float64)[..., None])
+    angle = angle[..., 0]
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    zero = np.zeros_like(x)
+    k = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1), np.stack([-y, x, zero], -1)], -2)
+    sin, cos = np.sin(angle)[..., None, None], np.cos(angle)[..., None, None]
+    return np.eye(3) + sin * k + (1.0 - cos) * (k @ k)
 
 
 def reflection(normal):

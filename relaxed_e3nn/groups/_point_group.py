@@ -5,6 +5,8 @@ import re
 import numpy as np
 import torch
 
+from relaxed_e3nn._checks import parse_irreps
+
 from ._catalogue import (
     ALIAS_GENERATORS,
     AXIAL_COMPONENTS,
@@ -377,12 +379,7 @@ class PointGroup:
         torch.Tensor of shape ``[irreps.dim, irreps.dim]``
             A fresh tensor (projectors are cached per irreps in float64 and copied out).
         """
-        from e3nn import o3
-
-        try:
-            irreps = o3.Irreps(irreps)
-        except (ValueError, TypeError, AssertionError) as err:
-            raise ValueError(f"irreps must be an e3nn Irreps or a string like '1x0e+2x1o', got {irreps!r}") from err
+        irreps = parse_irreps("irreps", irreps)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         key = str(irreps)
         if key not in self._projectors:

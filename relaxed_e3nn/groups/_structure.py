@@ -4,13 +4,46 @@ import warnings
 import numpy as np
 
 from ._linalg import canonical_sign, frame_from_axes, nearest_orthogonal, perpendicular_unit
-from ._point_group import PointGroup, point_group_from_elements
+from ._point_group import PointGroup, point_group, point_group_from_elements
 
-__all__ = ["point_group_of"]
+__all__ = ["point_group_of", "as_point_group"]
+
+
+def as_point_group(group, name="group", default=None):
+    """The one reading of a group argument: a PointGroup, a catalogue name or a structure.
+
+    Parameters
+    ----------
+    group : PointGroup, str, ase.Atoms, pymatgen Structure / Molecule, or None
+        A structure stands for its point group (:func:`point_group_of`).
+    name : str
+        The argument's name, for error messages.
+    default : str, optional
+        The group ``None`` stands for (e.g. ``"O3"``); without it ``None`` stays ``None``.
+
+    Returns
+    -------
+    PointGroup or None
+    """
+    if group is None:
+        return None if default is None else point_group(default)
+    if isinstance(group, PointGroup):
+        return group
+    if isinstance(group, str):
+        return point_group(group)
+    try:
+        return point_group_of(group)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a PointGroup, a group name, or an ase Atoms / pymatgen structure"
+            f"{' (or None)' if default is not None else ''}, got {type(group).__name__}"
+        ) from None
 
 
 def _structure_kind(obj):
     """Convert ``obj`` to ``("crystal", Structure)`` or ``("molecule", Molecule)``."""
+    # pymatgen and ase are imported on first use: pymatgen takes seconds to import and is
+    # needed only for structures (no import cycle is involved)
     from pymatgen.core import Molecule, Structure
 
     if isinstance(obj, Structure):
@@ -42,7 +75,7 @@ def _structure_kind(obj):
     )
 
 
-def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
+def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2, eigen_tolerance=None):
     """The point group of a crystal or molecule, as Cartesian matrices.
 
     Parameters
@@ -59,6 +92,9 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
         Entrywise matrix tolerance used when closing and naming the operations (the operations
         of a structure symmetric only within ``symprec`` are orthogonal only approximately;
         they are projected onto O(3) first).
+    eigen_tolerance : float, optional
+        Molecules only: pymatgen's tolerance on the eigenvalues of the normalized inertia tensor
+        (default 0.01); a rattled molecule needs about ``symprec / R`` (``R`` its RMS radius).
 
     Returns
     -------
@@ -87,7 +123,8 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2):
         return PointGroup("O3")
     from pymatgen.symmetry.analyzer import PointGroupAnalyzer
 
-    analyzer = PointGroupAnalyzer(obj, tolerance=symprec)
+    extra = {} if eigen_tolerance is None else {"eigen_tolerance": float(eigen_tolerance)}
+    analyzer = PointGroupAnalyzer(obj, tolerance=symprec, **extra)
     symbol = analyzer.sch_symbol
     if "*" in symbol:
         centred = obj.cart_coords - obj.center_of_mass

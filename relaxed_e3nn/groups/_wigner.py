@@ -17,20 +17,35 @@ Improper elements use ``D_{l,p}(R) = p · D^l(−R)``.
 import functools
 
 import torch
+from e3nn import o3
 
-__all__ = ["D_from_matrix"]
+from relaxed_e3nn._checks import parse_irreps
+
+__all__ = ["D_from_matrix", "proper_D_blocks"]
 
 
 @functools.lru_cache(maxsize=None)
 def _coupling(l):
-    from e3nn import o3
-
     c = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
     return c.reshape((2 * l - 1) * 3, 2 * l + 1) * (2 * l + 1) ** 0.5
 
 
-def _proper_blocks(q, lmax):
-    """``[D^0(q), ..., D^lmax(q)]`` for proper rotations ``q`` of shape ``[N, 3, 3]`` (float64)."""
+def proper_D_blocks(q, lmax):
+    """``[D^0(q), ..., D^lmax(q)]`` for proper rotations ``q``, one block per ``l``.
+
+    The building block of :func:`D_from_matrix`, for callers that apply ``D^l`` per ``l``
+    rather than to a whole irreps vector.
+
+    Parameters
+    ----------
+    q : torch.Tensor ``[N, 3, 3]``, float64
+        Proper rotations (not checked).
+    lmax : int
+
+    Returns
+    -------
+    list of torch.Tensor ``[N, 2l+1, 2l+1]`` for ``l = 0 .. lmax``, float64.
+    """
     n = q.shape[0]
     blocks = [torch.ones(n, 1, 1, dtype=torch.float64)]
     if lmax >= 1:
@@ -59,9 +74,7 @@ def D_from_matrix(irreps, R):
     -------
     torch.Tensor ``[..., irreps.dim, irreps.dim]`` in the dtype of ``R`` (computed in float64).
     """
-    from e3nn import o3
-
-    irreps = o3.Irreps(irreps)
+    irreps = parse_irreps("irreps", irreps)
     if not isinstance(R, torch.Tensor):
         R = torch.as_tensor(R)
     if R.shape[-2:] != (3, 3):
@@ -72,7 +85,7 @@ def D_from_matrix(irreps, R):
     sign = torch.where(det < 0, -1.0, 1.0).to(torch.float64)
     q = r * sign[:, None, None]
     lmax = max((ir.l for _, ir in irreps), default=0)
-    blocks = _proper_blocks(q, lmax)
+    blocks = proper_D_blocks(q, lmax)
     out = torch.zeros(r.shape[0], irreps.dim, irreps.dim, dtype=torch.float64)
     start = 0
     for mul, ir in irreps:

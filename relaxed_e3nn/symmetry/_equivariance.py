@@ -6,9 +6,9 @@ from typing import Callable, List, Optional
 import torch
 from e3nn import o3
 
-from relaxed_e3nn.groups import D_from_matrix
+from relaxed_e3nn._checks import parse_irreps
+from relaxed_e3nn.groups import D_from_matrix, as_point_group
 
-from ._spectrum import _as_group
 
 __all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
 
@@ -77,8 +77,8 @@ def _parse_spec(spec, name: str):
         return spec
     if isinstance(spec, str):
         try:
-            return o3.Irreps(spec)
-        except (ValueError, AssertionError) as err:
+            return parse_irreps(name, spec)
+        except ValueError as err:
             raise ValueError(f"{name}: {spec!r} is neither irreps nor 'cartesian_points' ({err})") from err
     raise TypeError(f"{name} must be irreps, 'cartesian_points' or None, got {type(spec).__name__}")
 
@@ -113,7 +113,7 @@ def _elements(group, n: int, generator: torch.Generator) -> tuple:
         # alternate proper and improper elements so that parity is always exercised
         sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n)], dtype=torch.float64)
         return R * sign[:, None, None], "O3 (Haar)"
-    group = _as_group(group)
+    group = as_point_group(group, "group", default="O3")
     if group.is_finite and group.order <= n:
         return group.elements, group.schoenflies
     return group.sample(n, generator=generator), group.schoenflies

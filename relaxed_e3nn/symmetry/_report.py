@@ -10,7 +10,7 @@ import numpy as np
 from relaxed_e3nn._atomic import atomic_write
 
 from ._residual import ResidualSymmetry, find_residual_symmetry
-from ._significance import SignificanceRow, breaking_significance
+from ._significance import _UNSET, SignificanceRow, breaking_significance, renamed_control
 from ._spectrum import SpectrumRow, breaking_spectrum, plot_signal, plot_spectrum
 from ._theta import collect_thetas
 
@@ -69,10 +69,13 @@ class SymmetryReport:
         measured beyond it.
     tol : float
         Relative tolerance of :func:`relaxed_e3nn.symmetry.residual_group`.
-    strict_control : optional
-        Noise level for :func:`relaxed_e3nn.symmetry.breaking_significance`.
+    symmetric_control : optional
+        Noise level for :func:`relaxed_e3nn.symmetry.breaking_significance` (e.g. a relaxed
+        model trained on symmetrised data).
     alpha : float
         Significance level.
+    strict_control : deprecated
+        The former name of ``symmetric_control`` (a ``DeprecationWarning``).
 
     Attributes
     ----------
@@ -92,7 +95,10 @@ class SymmetryReport:
     'Cinfv'
     """
 
-    def __init__(self, model, within=None, tol: float = 1e-3, strict_control=None, alpha: float = 0.01):
+    def __init__(
+        self, model, within=None, tol: float = 1e-3, symmetric_control=None, alpha: float = 0.01, *, strict_control=_UNSET
+    ):
+        symmetric_control = renamed_control(symmetric_control, strict_control, "SymmetryReport")
         entries = collect_thetas(model)
         self.residual: ResidualSymmetry = find_residual_symmetry(model, tol=tol, within=within)
         self.within = self.residual.parent
@@ -105,7 +111,7 @@ class SymmetryReport:
             self.layers.append((e.name, layer))
         self.spectrum: List[SpectrumRow] = breaking_spectrum(model, group=self.within)
         self.significance: List[SignificanceRow] = breaking_significance(
-            model, strict_control=strict_control, group=self.within, alpha=alpha
+            model, symmetric_control=symmetric_control, group=self.within, alpha=alpha
         )
         self._entries = entries
         self._model = model

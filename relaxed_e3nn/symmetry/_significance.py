@@ -9,10 +9,10 @@ noise distribution with per-component scale :math:`\sigma`.
 
 Noise level, in order of preference:
 
-* ``strict_control`` a model with the same relaxed weights, trained on symmetrised data (a
-  "strict twin"): whatever breaking it learned is noise. Its non-invariant components form
-  the noise pool.
-* ``strict_control`` a number :math:`\sigma` (per-component noise) or a dict
+* ``symmetric_control`` a relaxed model with the same relaxed weights, trained on symmetrised
+  data (a "symmetric control"): whatever breaking it learned is noise. Its non-invariant
+  components form the noise pool.
+* ``symmetric_control`` a number :math:`\sigma` (per-component noise) or a dict
   ``{(layer, irrep): sigma}``.
 * nothing: a robust estimate from the model itself, :math:`\sigma = 1.4826\,\mathrm{median}|c|`
   over all non-invariant components ``c`` of all blocks, which is the noise scale when most
@@ -21,8 +21,8 @@ Noise level, in order of preference:
   median absolute deviation times :math:`\sigma`.
 
 p-values: ``method="chi2"`` (default) uses the Gaussian tail,
-:math:`p = P(\chi^2_d \ge b^2/\sigma^2)`; ``method="bootstrap"`` (needs a pool: a strict twin or
-the self-estimate) draws ``n_boot`` vectors of ``d`` components with replacement from the pool,
+:math:`p = P(\chi^2_d \ge b^2/\sigma^2)`; ``method="bootstrap"`` (needs a pool: a symmetric control
+model or the self-estimate) draws ``n_boot`` vectors of ``d`` components with replacement from the pool,
 :math:`p = (1 + \#\{\lVert v\rVert \ge b\}) / (n_\mathrm{boot} + 1)`, free of the Gaussian
 assumption but never below :math:`1/(n_\mathrm{boot}+1)`, so ``n_boot`` must exceed the number of
 blocks divided by ``alpha`` for anything to be significant. A block is significant
@@ -32,13 +32,17 @@ keeps an exactly symmetric control (SGD keeps symmetry to the last digit) from m
 errors significant.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from scipy.special import gammaincc  # chi2_d survival function: Q(d/2, x/2)
 
-from ._spectrum import _as_group
+from relaxed_e3nn._checks import model_dtype
+from relaxed_e3nn.groups import as_point_group
+
 from ._theta import collect_thetas
 
 __all__ = ["breaking_significance", "SignificanceRow"]
@@ -97,20 +101,23 @@ def _blocks(model, group) -> List[Tuple[str, str, np.ndarray, float]]:
 
 
 def _dtype_of(model) -> torch.dtype:
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.dtype
-    return torch.float64
+    return model_dtype(model) if isinstance(model, torch.nn.Module) else torch.float64
+
+
+#: default of a deprecated keyword: tells "not given" from an explicit None
+_UNSET = object()
 
 
 def breaking_significance(
     model,
-    strict_control=None,
+    symmetric_control=None,
     group=None,
     n_boot: int = 2000,
     alpha: float = 0.01,
     seed: int = 0,
     method: str = "chi2",
+    *,
+    strict_control=_UNSET,
 ) -> List[SignificanceRow]:
     r"""Per layer and irrep block: is the breaking above the noise level?
 
@@ -118,10 +125,10 @@ def breaking_significance(
     ----------
     model : torch.nn.Module or list of (irreps, tensor) pairs
         Holds the relaxed weights (see :func:`relaxed_e3nn.symmetry.residual_group`).
-    strict_control : model, float, dict, or None
-        The noise level: a strict twin (same relaxed weights, trained on symmetrised data), a
-        per-component :math:`\sigma`, a dict ``{(layer, irrep): sigma}``, or ``None`` for the
-        robust estimate from ``model`` itself (module documentation).
+    symmetric_control : model, float, dict, or None
+        The noise level: a relaxed model with the same relaxed weights trained on symmetrised
+        data, a per-component :math:`\sigma`, a dict ``{(layer, irrep): sigma}``, or ``None``
+        for the robust estimate from ``model`` itself (module documentation).
     group : PointGroup or str, optional
         Breaking is measured beyond this group (default O(3)), e.g. the input's symmetry.
     n_boot : int
@@ -132,54 +139,26 @@ def breaking_significance(
         Seeds the bootstrap.
     method : {"chi2", "bootstrap"}
         How p-values are computed (module documentation).
+    strict_control : deprecated
+        The former name of ``symmetric_control`` (a ``DeprecationWarning``).
 
     Returns
     -------
     list of SignificanceRow
         One per layer and irrep that has a non-invariant part (``dim > 0``).
     """
+    symmetric_control = renamed_control(symmetric_control, strict_control)
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 10:
         raise ValueError(f"n_boot must be an int >= 10, got {n_boot!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     if method not in ("chi2", "bootstrap"):
         raise ValueError(f"method must be 'chi2' or 'bootstrap', got {method!r}")
-    group = _as_group(group)
+    group = as_point_group(group, "group", default="O3")
     blocks = [b for b in _blocks(model, group) if len(b[2]) > 0]
     if not blocks:
         return []
-    floor = max(b[3] for b in blocks)
-    sigma_of: Dict[Tuple[str, str], float] = {}
-    pool: Optional[np.ndarray] = None
-    if strict_control is None:
-        comps = np.concatenate([b[2] for b in blocks])
-        mad = float(np.median(np.abs(comps)))
-        sigma = max(1.4826 * mad, floor)
-        pool = comps * (sigma / (1.4826 * mad)) if mad > 0 else None
-        sigma_of = {(b[0], b[1]): sigma for b in blocks}
-    elif isinstance(strict_control, (int, float)) and not isinstance(strict_control, bool):
-        if not (strict_control >= 0 and math.isfinite(strict_control)):
-            raise ValueError(f"strict_control as a number is the per-component noise and must be >= 0, got {strict_control}")
-        sigma_of = {(b[0], b[1]): max(float(strict_control), floor) for b in blocks}
-    elif isinstance(strict_control, dict):
-        for b in blocks:
-            key = (b[0], b[1])
-            if key not in strict_control:
-                raise ValueError(f"strict_control has no noise level for layer {b[0]!r}, irrep {b[1]!r}")
-            sigma_of[key] = max(float(strict_control[key]), floor)
-    else:
-        control = [b for b in _blocks(strict_control, group) if len(b[2]) > 0]
-        if sorted((b[0], b[1], len(b[2])) for b in control) != sorted((b[0], b[1], len(b[2])) for b in blocks):
-            raise ValueError(
-                "strict_control must hold the same relaxed weights (names and irreps) as model; got "
-                f"{sorted((b[0], b[1]) for b in control)} vs {sorted((b[0], b[1]) for b in blocks)}"
-            )
-        comps = np.concatenate([b[2] for b in control])
-        rms = float(np.sqrt(np.mean(comps**2)))
-        sigma = max(rms, floor)
-        # a control below the rounding floor is scaled up to it (an all-zero one becomes Gaussian)
-        pool = comps * (sigma / rms) if rms > 0 else None
-        sigma_of = {(b[0], b[1]): sigma for b in blocks}
+    sigma_of, pool = _noise_level(blocks, symmetric_control, group)
     rng = np.random.default_rng(seed)
     threshold = alpha / len(blocks)
     rows = []
@@ -190,15 +169,62 @@ def breaking_significance(
         if method == "bootstrap":
             if pool is None or len(pool) == 0:
                 raise ValueError(
-                    "method='bootstrap' needs a nonzero noise pool: a strict_control model or strict_control=None "
-                    "with some nonzero non-invariant components"
+                    "method='bootstrap' needs a nonzero noise pool: a symmetric_control model or "
+                    "symmetric_control=None with some nonzero non-invariant components"
                 )
             draws = rng.choice(pool, size=(n_boot, d), replace=True)
             null = np.linalg.norm(draws, axis=1)
             p = (1 + int((null >= b).sum())) / (n_boot + 1)
         else:
-            from scipy.special import gammaincc  # chi2_d survival function: Q(d/2, x/2)
-
             p = float(gammaincc(d / 2, b * b / (2 * sigma * sigma))) if sigma > 0 else (0.0 if b > 0 else 1.0)
         rows.append(SignificanceRow(layer, ir, d, b, sigma * math.sqrt(d), p, p < threshold))
     return rows
+
+
+def renamed_control(symmetric_control, strict_control, where: str = "breaking_significance"):
+    """``symmetric_control``, or the value given under its deprecated name ``strict_control``."""
+    if strict_control is _UNSET:
+        return symmetric_control
+    if symmetric_control is not None:
+        raise TypeError(f"{where}: give symmetric_control only (strict_control is its deprecated name)")
+    warnings.warn(
+        f"{where}(strict_control=...) is deprecated; use symmetric_control=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return strict_control
+
+
+def _noise_level(blocks, control, group) -> Tuple[Dict[Tuple[str, str], float], Optional[np.ndarray]]:
+    r"""Per-block noise scale :math:`\sigma` and the bootstrap pool (None without one), from ``control``."""
+    floor = max(b[3] for b in blocks)
+    if control is None:
+        comps = np.concatenate([b[2] for b in blocks])
+        mad = float(np.median(np.abs(comps)))
+        sigma = max(1.4826 * mad, floor)
+        pool = comps * (sigma / (1.4826 * mad)) if mad > 0 else None
+        return {(b[0], b[1]): sigma for b in blocks}, pool
+    if isinstance(control, (int, float)) and not isinstance(control, bool):
+        if not (control >= 0 and math.isfinite(control)):
+            raise ValueError(f"symmetric_control as a number is the per-component noise and must be >= 0, got {control}")
+        return {(b[0], b[1]): max(float(control), floor) for b in blocks}, None
+    if isinstance(control, dict):
+        sigma_of = {}
+        for b in blocks:
+            key = (b[0], b[1])
+            if key not in control:
+                raise ValueError(f"symmetric_control has no noise level for layer {b[0]!r}, irrep {b[1]!r}")
+            sigma_of[key] = max(float(control[key]), floor)
+        return sigma_of, None
+    reference = [b for b in _blocks(control, group) if len(b[2]) > 0]
+    if sorted((b[0], b[1], len(b[2])) for b in reference) != sorted((b[0], b[1], len(b[2])) for b in blocks):
+        raise ValueError(
+            "symmetric_control must hold the same relaxed weights (names and irreps) as model; got "
+            f"{sorted((b[0], b[1]) for b in reference)} vs {sorted((b[0], b[1]) for b in blocks)}"
+        )
+    comps = np.concatenate([b[2] for b in reference])
+    rms = float(np.sqrt(np.mean(comps**2)))
+    sigma = max(rms, floor)
+    # a control below the rounding floor is scaled up to it (an all-zero one becomes Gaussian)
+    pool = comps * (sigma / rms) if rms > 0 else None
+    return {(b[0], b[1]): sigma for b in blocks}, pool

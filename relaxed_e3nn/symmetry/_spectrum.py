@@ -9,9 +9,9 @@ import torch
 from e3nn import o3
 
 from relaxed_e3nn._atomic import atomic_write
-from relaxed_e3nn.groups import PointGroup, point_group
+from relaxed_e3nn.groups import as_point_group
 
-from ._residual import _describe_axes
+from ._residual import symmetry_axes
 from ._theta import collect_thetas, concatenate
 
 __all__ = ["SpectrumRow", "breaking_spectrum", "plot_spectrum", "plot_signal", "invariant_part"]
@@ -47,19 +47,9 @@ class SpectrumRow:
         return self.broken / self.norm if self.norm > 0 else 0.0
 
 
-def _as_group(group):
-    if group is None:
-        return point_group("O3")
-    if isinstance(group, str):
-        return point_group(group)
-    if isinstance(group, PointGroup):
-        return group
-    raise TypeError(f"group must be None, a PointGroup or a group name, got {type(group).__name__}")
-
-
 def invariant_part(irreps: o3.Irreps, values: np.ndarray, group) -> np.ndarray:
     r""":math:`P_H\theta` with the Reynolds projector of ``group`` (float64)."""
-    group = _as_group(group)
+    group = as_point_group(group, "group", default="O3")
     P = group.invariant_projector(irreps, dtype=torch.float64).numpy()
     return P @ values
 
@@ -83,7 +73,7 @@ def breaking_spectrum(model_or_theta, irreps=None, group=None) -> List[SpectrumR
     list of SpectrumRow
         One row per layer and distinct irrep, in layer order and ``l`` order.
     """
-    group = _as_group(group)
+    group = as_point_group(group, "group", default="O3")
     rows = []
     for entry in collect_thetas(model_or_theta, irreps):
         inv = invariant_part(entry.irreps, entry.values, group)
@@ -216,7 +206,7 @@ def plot_signal(theta, path, irreps=None, group=None, title: Optional[str] = Non
 def _axis_marks(group) -> list:
     """``(axis, label, marker)`` for each rotation axis (highest order) and mirror normal."""
     marks = []
-    for item in _describe_axes(group):
+    for item in symmetry_axes(group):
         if item["axis"] is None:
             continue
         symbol = "m" if item["symbol"] == "σ" else item["symbol"]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._checks import parse_irreps
 from relaxed_e3nn.nn import relaxed_parameters
 
 __all__ = ["ThetaEntry", "collect_thetas", "concatenate"]
@@ -18,17 +19,6 @@ class ThetaEntry:
     name: str
     irreps: o3.Irreps
     values: np.ndarray
-
-
-def _parse_irreps(irreps, name: str) -> o3.Irreps:
-    if isinstance(irreps, o3.Irreps):
-        return irreps
-    if isinstance(irreps, (str, o3.Irrep, list, tuple)):
-        try:
-            return o3.Irreps(irreps)
-        except (ValueError, AssertionError, TypeError) as err:
-            raise ValueError(f"{name}: cannot parse {irreps!r} as irreps ({err})") from err
-    raise TypeError(f"{name} must be a str or an e3nn.o3.Irreps, got {type(irreps).__name__}")
 
 
 def _as_vector(theta, irreps: o3.Irreps, name: str) -> np.ndarray:
@@ -77,13 +67,13 @@ def collect_thetas(theta, irreps=None) -> List[ThetaEntry]:
         for i, pair in enumerate(theta):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise TypeError(f"theta[{i}] must be an (irreps, theta) pair, got {type(pair).__name__}")
-            ir = _parse_irreps(pair[0], f"theta[{i}] irreps")
+            ir = parse_irreps(f"theta[{i}] irreps", pair[0])
             entries.append(ThetaEntry(f"theta[{i}]", ir, _as_vector(pair[1], ir, f"theta[{i}]")))
         return entries
     if isinstance(theta, (torch.Tensor, np.ndarray)):
         if irreps is None:
             raise ValueError("irreps is required when theta is a flat vector (e.g. irreps='0e+1o+2e')")
-        ir = _parse_irreps(irreps, "irreps")
+        ir = parse_irreps("irreps", irreps)
         return [ThetaEntry("theta", ir, _as_vector(theta, ir, "theta"))]
     raise TypeError(
         "theta must be a torch.nn.Module, a list of (irreps, theta) pairs or a flat tensor, "
