@@ -3,7 +3,7 @@
 Subpackages (lowest layer first): ``groups`` (point groups), ``nn`` (relaxed layers),
 ``symmetry`` (measuring learned symmetry breaking), ``discrete`` (point-group message
 passing), ``graph`` (approximate permutation symmetry on a fixed graph), ``data`` (atomic
-graphs, neighbour lists, generators), ``models`` (ready networks, save/load), ``train``
+graphs, neighbor lists, generators), ``models`` (ready networks, save/load), ``train``
 (training loop, checkpoints), ``calculators`` (ASE calculator) and ``cli``.
 
 ``relaxed_e3nn.save`` and ``relaxed_e3nn.load`` are the one model file format; they are

@@ -12,6 +12,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from relaxed_e3nn._checks import model_dtype
 from relaxed_e3nn.data import from_ase
 from relaxed_e3nn.models import RelaxedNetwork, load, model_from_dict, model_to_dict
 
@@ -21,7 +22,7 @@ __all__ = ["RelaxedCalculator"]
 class RelaxedCalculator(Calculator):
     r"""Energy, forces and stress of a :class:`~relaxed_e3nn.models.RelaxedNetwork` for ASE.
 
-    Every call rebuilds the neighbour list with :func:`relaxed_e3nn.data.from_ase` at the model's
+    Every call rebuilds the neighbor list with :func:`relaxed_e3nn.data.from_ase` at the model's
     cutoff and evaluates the model in its stored frame (``config.frame``; the calculator passes
     the structure's own Cartesian coordinates and the model rotates them into the frame it was
     trained in). Forces are :math:`-\partial E/\partial \mathbf{x}` and the stress is
@@ -78,7 +79,7 @@ class RelaxedCalculator(Calculator):
             raise TypeError(f"RelaxedCalculator: dtype must be a floating torch.dtype, got {dtype!r}")
         if isinstance(path_or_model, RelaxedNetwork):
             model = path_or_model
-            if dtype is not None and dtype != model.scale.dtype:
+            if dtype is not None and dtype != model_dtype(model):
                 model = model_from_dict(model_to_dict(model), map_location=device, dtype=dtype)
             model = model.to(device)
         elif isinstance(path_or_model, (str, os.PathLike)):
@@ -94,7 +95,7 @@ class RelaxedCalculator(Calculator):
             )
         self.model = model
         self.device = torch.device(device)
-        self.dtype = model.scale.dtype
+        self.dtype = model_dtype(model)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -431,7 +431,7 @@ def test_atomic_energies_and_scale():
     try:
         e1 = model(graph)["energy"]
         assert torch.allclose(e1 - e0, torch.tensor([2 * -13.6 - 2040.0], dtype=dtype))
-        assert model.config.atomic_energies == [-13.6, 0.0, -2040.0, 0.0, 0.0]
+        assert model.atomic_energies.tolist() == [-13.6, 0.0, -2040.0, 0.0, 0.0]
         model.set_scale(2.0)
         e2 = model(graph)["energy"]
         assert torch.allclose(e2 - e1, e0)

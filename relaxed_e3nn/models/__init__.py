@@ -3,12 +3,23 @@
 - :class:`RelaxedNetworkConfig` — every architectural choice, as a plain dataclass.
 - :class:`RelaxedNetwork` — relaxed (or strict twin) message passing on an ``AtomicGraph``:
   energy + forces + stress, per-atom irreps, or per-graph irreps.
+- :func:`energy_forces_stress` — forces and stress of any energy model by autograd.
 - :func:`save` / :func:`load` (also ``relaxed_e3nn.save`` / ``relaxed_e3nn.load``) and the
-  payload functions :func:`model_to_dict` / :func:`model_from_dict` that training checkpoints wrap.
+  payload functions :func:`model_to_dict` / :func:`model_from_dict` that training checkpoints wrap;
+  optional file entries (``METADATA_KEYS``) travel as ``model.metadata``.
 """
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
-from relaxed_e3nn.models._io import FORMAT_VERSION, load, model_from_dict, model_to_dict, save
+from relaxed_e3nn.models._io import (
+    FORMAT_VERSION,
+    METADATA_KEYS,
+    load,
+    model_from_dict,
+    model_to_dict,
+    save,
+    state_checksum,
+)
 from relaxed_e3nn.models._network import RelaxedNetwork
+from relaxed_e3nn.models._outputs import energy_forces_stress, stress_from_virial
 
 __all__ = [
     "RelaxedNetworkConfig",
@@ -17,5 +28,9 @@ __all__ = [
     "load",
     "model_to_dict",
     "model_from_dict",
+    "state_checksum",
+    "energy_forces_stress",
+    "stress_from_virial",
     "FORMAT_VERSION",
+    "METADATA_KEYS",
 ]

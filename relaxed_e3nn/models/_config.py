@@ -1,33 +1,26 @@
 """The configuration of :class:`~relaxed_e3nn.models.RelaxedNetwork`: a plain, serialisable dataclass."""
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import warnings
+from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Union
 
-from e3nn import o3
+from relaxed_e3nn._checks import RELAX_AT, is_int, is_number, parse_irreps
+from relaxed_e3nn._settings import renamed_keys
 
 __all__ = ["RelaxedNetworkConfig"]
 
+_WHERE = "RelaxedNetworkConfig"
 _OUTPUTS = ("energy", "node", "graph")
-_RELAX_AT = ("edge", "node", "both")
 _GRAPH_REDUCE = ("mean", "sum")
 _IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+#: deprecated key names read from dicts and files, mapped to the current ones
+_RENAMED = {"layers": "num_layers"}
+#: fitted values that older configs carried; they now live only in the model's buffers
+FITTED_KEYS = ("atomic_energies", "scale")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _parse_irreps(key: str, value) -> o3.Irreps:
-    try:
-        return o3.Irreps(value)
-    except (ValueError, TypeError, AssertionError) as err:
-        raise ValueError(
-            f"RelaxedNetworkConfig: {key} must be an irreps string such as '16x0e+8x1o', got {value!r}"
-        ) from err
+def _parse_irreps(key: str, value):
+    return parse_irreps(key, value, _WHERE)
 
 
 @dataclass
@@ -44,7 +37,7 @@ class RelaxedNetworkConfig:
         Atomic numbers the model knows, in the order of the one-hot species embedding and of
         ``atomic_energies``. Atoms of any other species are rejected with a ``ValueError``.
     cutoff : float
-        Radius (Å) of the neighbour list and of the radial basis; every edge term goes to zero
+        Radius (Å) of the neighbor list and of the radial basis; every edge term goes to zero
         smoothly (:math:`C^\infty`) at the cutoff.
     output : {"energy", "node", "graph"}
         ``"energy"``: per-atom scalars summed per graph (forces and stress by autograd);
@@ -73,7 +66,7 @@ class RelaxedNetworkConfig:
     radial_layers : int
         Number of hidden layers of that radial network.
     num_neighbors : float
-        Typical number of neighbours; messages are summed and divided by
+        Typical number of neighbors; messages are summed and divided by
         :math:`\sqrt{\text{num\_neighbors}}`.
     relaxed : bool
         ``True``: every convolution is a ``relaxed_e3nn.nn.RelaxedConvolution`` with its own
@@ -95,11 +88,15 @@ class RelaxedNetworkConfig:
         :math:`D_\text{out}(F)^{-1}`. Identity by default (the model works in the coordinates it
         was trained in). Meaningful only for relaxed models: a strict model gives the same result
         for every frame.
-    scale : float
-        Multiplies the network output (per-atom energies, node or graph outputs).
-    atomic_energies : list of float or None
-        Per-species energy shift (aligned with ``species``) added to each atom's energy; ``None``
-        means zeros. Set by the trainer's least-squares fit.
+    atomic_energies, scale : optional, init-only and deprecated
+        Older configs carried the fitted per-species energy shifts and the output scale. They
+        are no longer fields: the values live only in the model's ``atomic_energies`` and
+        ``scale`` buffers (set them with ``RelaxedNetwork.set_atomic_energies`` /
+        ``set_scale``). Given here (or in a dict), they are checked, a ``DeprecationWarning`` is
+        issued, and :class:`~relaxed_e3nn.models.RelaxedNetwork` built from this config starts
+        with them in its buffers; they are not part of :meth:`to_dict` or of equality (as
+        init-only dataclass entries, reading them on a config gives ``None``: read the model's
+        buffers instead).
 
     Notes
     -----
@@ -108,7 +105,8 @@ class RelaxedNetworkConfig:
     .. math::
         E_b = \sum_{i \in b} \big( \text{scale}\; \varepsilon_i + E^{0}_{Z_i} \big),
 
-    with :math:`\varepsilon_i` the scalar output of the last convolution at atom :math:`i`.
+    with :math:`\varepsilon_i` the scalar output of the last convolution at atom :math:`i`,
+    ``scale`` and :math:`E^0` the model's buffers.
     """
 
     species: List[int]
@@ -128,12 +126,14 @@ class RelaxedNetworkConfig:
     relax_at: str = "both"
     node_features: Dict[str, str] = field(default_factory=dict)
     frame: List[List[float]] = field(default_factory=lambda: [row[:] for row in _IDENTITY])
-    scale: float = 1.0
-    atomic_energies: Optional[List[float]] = None
+    atomic_energies: InitVar[Optional[List[float]]] = None
+    scale: InitVar[Optional[float]] = None
 
-    def __post_init__(self):
+    def __post_init__(self, atomic_energies, scale):
         self._check_types()
         self._check_values()
+        #: initial buffer values from a deprecated config (``{}`` when none); read by RelaxedNetwork
+        self.initial_buffers = self._check_fitted(atomic_energies, scale)
 
     # ------------------------------------------------------------------ validation
     def _check_types(self):
@@ -144,34 +144,29 @@ class RelaxedNetworkConfig:
                     f"RelaxedNetworkConfig: {key} must be {expected}, got {value!r} ({type(value).__name__})"
                 )
 
-        need("species", isinstance(self.species, (list, tuple)) and all(_is_int(z) for z in self.species),
+        need("species", isinstance(self.species, (list, tuple)) and all(is_int(z) for z in self.species),
              "a list of atomic numbers (ints)")
         self.species = [int(z) for z in self.species]
-        for key in ("cutoff", "num_neighbors", "scale"):
-            need(key, _is_number(getattr(self, key)), "a number")
+        for key in ("cutoff", "num_neighbors"):
+            need(key, is_number(getattr(self, key)), "a number")
             setattr(self, key, float(getattr(self, key)))
         for key in ("num_layers", "lmax", "num_radial_basis", "radial_neurons", "radial_layers"):
-            need(key, _is_int(getattr(self, key)), "an int")
+            need(key, is_int(getattr(self, key)), "an int")
         for key in ("output", "graph_reduce", "irreps_hidden", "relax_at"):
             need(key, isinstance(getattr(self, key), str), "a string")
         need("irreps_out", self.irreps_out is None or isinstance(self.irreps_out, str), "an irreps string or None")
         need("relaxed", isinstance(self.relaxed, bool), "a bool")
-        need("irreps_relaxed", _is_int(self.irreps_relaxed) or isinstance(self.irreps_relaxed, str),
+        need("irreps_relaxed", is_int(self.irreps_relaxed) or isinstance(self.irreps_relaxed, str),
              "an int L or an irreps string")
         need("node_features", isinstance(self.node_features, dict)
              and all(isinstance(k, str) and isinstance(v, str) for k, v in self.node_features.items()),
              "a dict of feature name (str) to irreps (str)")
         self.node_features = dict(self.node_features)
         need("frame", isinstance(self.frame, (list, tuple)) and len(self.frame) == 3
-             and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(_is_number(x) for x in r)
+             and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(is_number(x) for x in r)
                      for r in self.frame),
              "a 3x3 nested list of numbers")
         self.frame = [[float(x) for x in row] for row in self.frame]
-        need("atomic_energies", self.atomic_energies is None or (
-            isinstance(self.atomic_energies, (list, tuple)) and all(_is_number(e) for e in self.atomic_energies)),
-             "a list of numbers or None")
-        if self.atomic_energies is not None:
-            self.atomic_energies = [float(e) for e in self.atomic_energies]
 
     def _check_values(self):
         def fail(key, expected):
@@ -208,13 +203,13 @@ class RelaxedNetworkConfig:
             fail("radial_layers", "a non-negative int")
         if not (math.isfinite(self.num_neighbors) and self.num_neighbors > 0):
             fail("num_neighbors", "a positive number")
-        if _is_int(self.irreps_relaxed):
+        if is_int(self.irreps_relaxed):
             if self.irreps_relaxed < 0:
                 fail("irreps_relaxed", "a non-negative int L or an irreps string")
         else:
             _parse_irreps("irreps_relaxed", self.irreps_relaxed)
-        if self.relax_at not in _RELAX_AT:
-            fail("relax_at", f"one of {_RELAX_AT}")
+        if self.relax_at not in RELAX_AT:
+            fail("relax_at", f"one of {RELAX_AT}")
         for name, irreps in self.node_features.items():
             if not name:
                 raise ValueError("RelaxedNetworkConfig: node_features names must be non-empty strings")
@@ -226,16 +221,31 @@ class RelaxedNetworkConfig:
                 dot = sum(frame[i][k] * frame[j][k] for k in range(3))
                 if not math.isfinite(dot) or abs(dot - (1.0 if i == j else 0.0)) > 1e-6:
                     fail("frame", "an orthogonal 3x3 matrix (rows orthonormal to 1e-6)")
-        if not math.isfinite(self.scale):
-            fail("scale", "a finite number")
-        if self.atomic_energies is not None:
-            if len(self.atomic_energies) != len(self.species):
-                raise ValueError(
-                    f"RelaxedNetworkConfig: atomic_energies must have one entry per species "
-                    f"({len(self.species)}), got {len(self.atomic_energies)}"
-                )
-            if not all(math.isfinite(e) for e in self.atomic_energies):
-                fail("atomic_energies", "finite numbers")
+
+    def _check_fitted(self, atomic_energies, scale) -> dict:
+        """The deprecated init-only ``atomic_energies`` / ``scale``, checked, as initial buffer values."""
+        fitted = {}
+        if atomic_energies is not None:
+            if not isinstance(atomic_energies, (list, tuple)) or not all(is_number(e) for e in atomic_energies):
+                raise ValueError(f"{_WHERE}: atomic_energies must be a list of numbers or None, "
+                                 f"got {atomic_energies!r}")
+            if len(atomic_energies) != len(self.species):
+                raise ValueError(f"{_WHERE}: atomic_energies must have one entry per species "
+                                 f"({len(self.species)}), got {len(atomic_energies)}")
+            fitted["atomic_energies"] = [float(e) for e in atomic_energies]
+        if scale is not None:
+            if not is_number(scale):
+                raise ValueError(f"{_WHERE}: scale must be a number, got {scale!r} ({type(scale).__name__})")
+            fitted["scale"] = float(scale)
+        for key, value in fitted.items():
+            if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+                raise ValueError(f"{_WHERE}: {key} must be finite, got {value!r}")
+        if fitted:
+            warnings.warn(
+                f"{_WHERE}: {sorted(fitted)} are no longer config fields; the model keeps them in its buffers "
+                f"(set them with RelaxedNetwork.set_atomic_energies / set_scale)", DeprecationWarning, stacklevel=4,
+            )
+        return fitted
 
     # ------------------------------------------------------------------ (de)serialisation
     @property
@@ -250,11 +260,14 @@ class RelaxedNetworkConfig:
     def from_dict(cls, d: dict) -> "RelaxedNetworkConfig":
         """Build a config from a dict; unknown keys or wrong types raise ``ValueError`` naming the key.
 
-        Missing keys take their defaults (``species`` is required).
+        Missing keys take their defaults (``species`` is required). Deprecated names (``layers``
+        for ``num_layers``) are read with a ``DeprecationWarning``, as are the former fields
+        ``atomic_energies`` and ``scale`` (see the class notes).
         """
         if not isinstance(d, dict):
             raise ValueError(f"RelaxedNetworkConfig.from_dict: expected a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
+        d = renamed_keys(d, _RENAMED, f"{_WHERE}.from_dict")
+        known = {f.name for f in fields(cls)} | set(FITTED_KEYS)
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise ValueError(
@@ -265,3 +278,4 @@ class RelaxedNetworkConfig:
         if missing:
             raise ValueError(f"RelaxedNetworkConfig.from_dict: missing required key(s) {missing}")
         return cls(**d)
+

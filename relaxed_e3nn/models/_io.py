@@ -4,48 +4,93 @@ A model file is ``torch.save`` of one plain dict (loadable with ``torch.load(wei
 
     {
         "format": "relaxed_e3nn.model",
-        "format_version": 1,
+        "format_version": 2,
         "package_version": "0.1.0",
         "kind": "RelaxedNetwork",   # or "DEGNN", "EGNN"; files without it are RelaxedNetworks
         "dtype": "float64",
         "config": {...},            # RelaxedNetworkConfig.to_dict(), or DEGNN/EGNN.to_config()
         "frame": [[...], [...], [...]],   # RelaxedNetwork only
         "state_dict": {name: tensor},
+        "sha256": "…",              # of the state tensors (state_checksum), checked on load
+        # optional, plain JSON-able data (METADATA_KEYS), present only when set:
+        "symmetry": {...},          # parent group and the validated symmetry-breaking decision
+        "data_keys": {...},         # names of the energy / forces / stress entries trained on
+        "recipe": {...},            # how a relaxed host model was built
     }
 
-A ``DEGNN`` config holds its group as the float64 list of its elements (any frame), so the group
-survives the round trip exactly. Training checkpoints embed the same dict (:func:`model_to_dict`)
-next to their own state.
+The optional entries travel on the model as ``model.metadata`` (a dict, empty for a fresh model):
+:func:`save` writes ``model.metadata`` (or the ``metadata=`` given) and :func:`load` sets it.
+
+History: version 1 had no ``sha256`` and no optional entries, and a ``RelaxedNetwork`` config
+carried ``atomic_energies`` and ``scale`` (now only buffers in ``state_dict``); version-1 files are
+read as before, without a checksum. A ``DEGNN`` config holds its group as the float64 list of its
+elements (any frame), so the group survives the round trip exactly. Training checkpoints embed the
+same dict (:func:`model_to_dict`) next to their own state.
 """
+import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Mapping, Optional, Union
 
 import torch
 
+from relaxed_e3nn import __version__
 from relaxed_e3nn._atomic import atomic_write
+from relaxed_e3nn._checks import DTYPES, dtype_name, model_dtype
 from relaxed_e3nn.discrete import DEGNN, EGNN
-from relaxed_e3nn.models._config import RelaxedNetworkConfig
+from relaxed_e3nn.models._config import FITTED_KEYS, RelaxedNetworkConfig
 from relaxed_e3nn.models._network import RelaxedNetwork
 
-__all__ = ["save", "load", "model_to_dict", "model_from_dict", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_KINDS"]
+__all__ = [
+    "save", "load", "model_to_dict", "model_from_dict", "state_checksum",
+    "FORMAT_NAME", "FORMAT_VERSION", "MODEL_KINDS", "METADATA_KEYS",
+]
 
 FORMAT_NAME = "relaxed_e3nn.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_KINDS = ("RelaxedNetwork", "DEGNN", "EGNN")
+#: optional top-level entries of a model file, each a JSON-able dict
+METADATA_KEYS = ("symmetry", "data_keys", "recipe")
 _DEFAULT_KIND = "RelaxedNetwork"  # files written before the "kind" entry existed
 _DYNAMICS_CLASSES = {"DEGNN": DEGNN, "EGNN": EGNN}
 _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
 _STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
 _DYNAMICS_STATE_BUFFERS = ("center",)
 Model = Union[RelaxedNetwork, DEGNN, EGNN]
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# a model may have been saved in a half-precision dtype
+_FILE_DTYPES = {**DTYPES, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _package_version() -> str:
-    from relaxed_e3nn import __version__
+def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a ``state_dict``: every entry's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{dtype_name(tensor.dtype)}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
-    return __version__
+
+def _checked_metadata(metadata, where: str) -> dict:
+    """``metadata`` as a dict of plain JSON-able dicts under ``METADATA_KEYS``, else a ``ValueError``."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"{where}: metadata must be a dict with keys among {list(METADATA_KEYS)}, "
+                         f"got {type(metadata).__name__}")
+    out = {}
+    for key, value in metadata.items():
+        if key not in METADATA_KEYS:
+            raise ValueError(f"{where}: unknown metadata key {key!r}; known keys are {list(METADATA_KEYS)}")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: metadata[{key!r}] must be a dict, got {type(value).__name__}")
+        try:
+            out[key] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: metadata[{key!r}] must be plain JSON data (dicts, lists, strings, "
+                             f"finite numbers, booleans, None): {err}") from err
+    return out
 
 
 def _kind(model) -> str:
@@ -55,18 +100,17 @@ def _kind(model) -> str:
     raise TypeError(f"model_to_dict: model must be one of {list(MODEL_KINDS)}, got {type(model).__name__}")
 
 
-def _model_dtype(model: Model) -> torch.dtype:
-    return model.scale.dtype if isinstance(model, RelaxedNetwork) else model.embedding.weight.dtype
-
-
-def model_to_dict(model: Model) -> dict:
-    """The model as a plain dict: format tag and version, kind, config, dtype and ``state_dict``.
+def model_to_dict(model: Model, *, metadata: Optional[Mapping] = None) -> dict:
+    """The model as a plain dict: format tag and version, kind, config, dtype, ``state_dict``, checksum.
 
     The tensors are detached CPU copies, so the dict can be saved while training continues.
 
     Parameters
     ----------
     model : RelaxedNetwork, DEGNN or EGNN
+    metadata : dict, optional
+        Optional entries (keys among ``METADATA_KEYS``, values JSON-able dicts); by default the
+        model's own ``model.metadata`` (if it has one).
 
     Returns
     -------
@@ -78,22 +122,28 @@ def model_to_dict(model: Model) -> dict:
     ------
     TypeError
         If ``model`` is not one of the kinds in ``MODEL_KINDS``.
+    ValueError
+        If ``metadata`` has an unknown key or a value that is not a JSON-able dict.
     """
     kind = _kind(model)
+    if metadata is None:
+        metadata = getattr(model, "metadata", None)
+    metadata = _checked_metadata(metadata, "model_to_dict")
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "package_version": _package_version(),
+        "package_version": __version__,
         "kind": kind,
-        "dtype": str(_model_dtype(model)).replace("torch.", ""),
+        "dtype": dtype_name(model_dtype(model)),
     }
     if kind == "RelaxedNetwork":
-        config = model._sync_config()
-        payload["config"] = config.to_dict()
-        payload["frame"] = [list(row) for row in config.frame]
+        payload["config"] = model.config.to_dict()
+        payload["frame"] = [list(row) for row in model.config.frame]
     else:
         payload["config"] = model.to_config()
     payload["state_dict"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+    payload["sha256"] = state_checksum(payload["state_dict"])
+    payload.update(metadata)
     return payload
 
 
@@ -131,10 +181,35 @@ def model_from_dict(
     ------
     ValueError
         If ``d`` is not a model payload, comes from a newer format version, names an unknown
-        model kind or another kind than ``kind``, or its weights do not fit its config.
+        model kind or another kind than ``kind``, its weights do not match its ``sha256``
+        (format 2 on) or do not fit its config, or its optional entries are not plain data.
+
+    Notes
+    -----
+    The returned model's ``metadata`` attribute holds the payload's optional entries
+    (``METADATA_KEYS``), ``{}`` when it has none.
     """
     if kind is not None and kind not in MODEL_KINDS:
         raise ValueError(f"model_from_dict: kind must be one of {list(MODEL_KINDS)} or None, got {kind!r}")
+    saved_kind, saved_dtype = _checked_header(d, source)
+    if dtype is None:
+        dtype = saved_dtype
+    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"model_from_dict: dtype must be a floating torch.dtype, got {dtype!r}")
+    if kind is not None and saved_kind != kind:
+        raise ValueError(f"{source}: holds a model of kind {saved_kind!r}, expected {kind!r}")
+    state = _checked_state(d, source)
+    metadata = _checked_metadata({k: d[k] for k in METADATA_KEYS if k in d}, source)
+    if saved_kind != "RelaxedNetwork":
+        model = _dynamics_from_dict(d, saved_kind, dtype, saved_dtype, source)
+    else:
+        model = _network_from_dict(d, dtype, saved_dtype, source)
+    model.metadata = metadata
+    return model.to(map_location)
+
+
+def _checked_header(d, source: str):
+    """The kind and dtype of a payload, after checking its format tag, version and checksum."""
     if not isinstance(d, dict):
         raise ValueError(f"{source}: not a relaxed_e3nn model (expected a dict, got {type(d).__name__})")
     if d.get("format") != FORMAT_NAME:
@@ -144,10 +219,7 @@ def model_from_dict(
         raise ValueError(
             f"{source}: not a relaxed_e3nn model (format tag {d.get('format')!r}, expected {FORMAT_NAME!r}){hint}"
         )
-    missing = [k for k in _REQUIRED if k not in d]
-    if missing:
-        raise ValueError(f"{source}: relaxed_e3nn model is missing entries {missing}")
-    version = d["format_version"]
+    version = d.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{source}: invalid format_version {version!r}")
     if version > FORMAT_VERSION:
@@ -155,34 +227,40 @@ def model_from_dict(
             f"{source}: written with model format version {version} (package {d.get('package_version', '?')}), "
             f"newer than this package reads ({FORMAT_VERSION}); upgrade relaxed_e3nn"
         )
-    if d["dtype"] not in _DTYPES:
+    missing = [k for k in _REQUIRED + (("sha256",) if version >= 2 else ()) if k not in d]
+    if missing:
+        raise ValueError(f"{source}: relaxed_e3nn model is missing entries {missing}")
+    if version >= 2:  # version 1 files carry no checksum
+        actual = state_checksum(_checked_state(d, source))
+        if d["sha256"] != actual:
+            raise ValueError(
+                f"{source}: checksum mismatch: the weights hash to sha256 {actual}, the file records "
+                f"{d['sha256']!r}; the file is corrupt or was modified"
+            )
+    if d["dtype"] not in _FILE_DTYPES:
         raise ValueError(f"{source}: unknown dtype {d['dtype']!r}")
-    saved_dtype = _DTYPES[d["dtype"]]
-    if dtype is None:
-        dtype = saved_dtype
-    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"model_from_dict: dtype must be a floating torch.dtype, got {dtype!r}")
     saved_kind = d.get("kind", _DEFAULT_KIND)
     if saved_kind not in MODEL_KINDS:
         raise ValueError(f"{source}: unknown model kind {saved_kind!r}; this package reads {list(MODEL_KINDS)}")
-    if kind is not None and saved_kind != kind:
-        raise ValueError(f"{source}: holds a model of kind {saved_kind!r}, expected {kind!r}")
-    if saved_kind != "RelaxedNetwork":
-        return _dynamics_from_dict(d, saved_kind, map_location, dtype, saved_dtype, source)
+    return saved_kind, _FILE_DTYPES[d["dtype"]]
+
+
+def _network_from_dict(d: dict, dtype, saved_dtype, source: str) -> RelaxedNetwork:
+    """A ``RelaxedNetwork`` from a payload whose header is already checked."""
+    # version-1 configs also carried the fitted values, which the state's buffers hold as well
+    config = {k: v for k, v in d["config"].items() if k not in FITTED_KEYS} if isinstance(d["config"], dict) \
+        else d["config"]
     try:
-        config = RelaxedNetworkConfig.from_dict(d["config"])
+        config = RelaxedNetworkConfig.from_dict(config)
     except ValueError as err:
         raise ValueError(f"{source}: invalid model config: {err}") from err
     if "frame" in d and d["frame"] != config.frame:
         raise ValueError(f"{source}: frame {d['frame']!r} disagrees with the config's frame {config.frame!r}")
-    state = _checked_state(d, source)
-
     model = RelaxedNetwork(config, dtype=dtype)
     # Besides weights, the state holds e3nn's constant buffers (Wigner 3j symbols, output masks),
     # which are functions of the config alone: see _load_state.
-    _load_state(model, state, dtype != saved_dtype, _STATE_BUFFERS, source)
-    model.config = model._sync_config()
-    return model.to(map_location)
+    _load_state(model, d["state_dict"], dtype != saved_dtype, _STATE_BUFFERS, source)
+    return model
 
 
 def _checked_state(d: dict, source: str) -> dict:
@@ -218,7 +296,7 @@ def _load_state(model, state: dict, dtype_changed: bool, fitted_buffers, source:
         raise ValueError(f"{source}: weights do not match the model config: {err}") from err
 
 
-def _dynamics_from_dict(d, kind, map_location, dtype, saved_dtype, source):
+def _dynamics_from_dict(d, kind, dtype, saved_dtype, source):
     """``DEGNN`` / ``EGNN`` from a payload whose format, version and dtype are already checked."""
     cls = _DYNAMICS_CLASSES[kind]
     if "frame" in d:
@@ -227,8 +305,7 @@ def _dynamics_from_dict(d, kind, map_location, dtype, saved_dtype, source):
         model = cls.from_config(d["config"], dtype=dtype)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: invalid {kind} config: {err}") from err
-    state = _checked_state(d, source)
-    _load_state(model, state, dtype != saved_dtype, _DYNAMICS_STATE_BUFFERS, source)
+    _load_state(model, d["state_dict"], dtype != saved_dtype, _DYNAMICS_STATE_BUFFERS, source)
     if kind == "DEGNN":
         # the layers' element buffers may carry the rounding of the dtype they were built in,
         # never a different group
@@ -240,18 +317,28 @@ def _dynamics_from_dict(d, kind, map_location, dtype, saved_dtype, source):
                     f"{source}: state_dict entry 'layers.{name}.elements' differs from the config's group "
                     f"by {error:.2e}"
                 )
-    return model.to(map_location)
+    return model
 
 
-def save(model: Model, path: Union[str, os.PathLike]) -> None:
+def save(model: Model, path: Union[str, os.PathLike], *, metadata: Optional[Mapping] = None) -> None:
     """Write ``model`` to ``path`` atomically (the file is complete or untouched, never half-written).
 
     Parameters
     ----------
     model : RelaxedNetwork, DEGNN or EGNN
     path : str or os.PathLike
+    metadata : dict, optional
+        Optional entries written next to the model (keys among ``METADATA_KEYS``:
+        ``"symmetry"``, ``"data_keys"``, ``"recipe"``; values JSON-able dicts); by default
+        ``model.metadata``. :func:`load` puts them back on ``model.metadata``.
+
+    Examples
+    --------
+    >>> save(model, "model.pt", metadata={"data_keys": {"energy": "REF_energy"}})  # doctest: +SKIP
+    >>> load("model.pt").metadata["data_keys"]                                     # doctest: +SKIP
+    {'energy': 'REF_energy'}
     """
-    payload = model_to_dict(model)
+    payload = model_to_dict(model, metadata=metadata)
     with atomic_write(path, "wb") as handle:
         torch.save(payload, handle)
 
@@ -281,8 +368,8 @@ def load(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtyp
         If ``path`` does not exist.
     ValueError
         Naming ``path``, if the file is empty, truncated, corrupt, not a relaxed_e3nn model
-        (e.g. a plain ``torch.save``-d dict or a text file), of a newer format version, or
-        holds another model kind than ``kind``.
+        (e.g. a plain ``torch.save``-d dict or a text file), of a newer format version, with
+        weights that do not match the recorded checksum, or holds another model kind than ``kind``.
     """
     if kind is not None and kind not in MODEL_KINDS:
         raise ValueError(f"load: kind must be one of {list(MODEL_KINDS)} or None, got {kind!r}")

@@ -1,6 +1,6 @@
 """RelaxedNetwork: a complete (relaxed) E(3) message-passing network on an ``AtomicGraph``."""
-import contextlib
 import copy
+import dataclasses
 import math
 from typing import Dict, Optional
 
@@ -14,7 +14,8 @@ from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.data import AtomicGraph
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
-from relaxed_e3nn.nn import RelaxedConvolution
+from relaxed_e3nn.models._outputs import energy_forces_stress
+from relaxed_e3nn.nn import RelaxedConvolution, load_equivariant_state
 
 __all__ = ["RelaxedNetwork"]
 
@@ -56,7 +57,8 @@ class RelaxedNetwork(torch.nn.Module):
     * readout: ``"energy"`` :math:`E_b = \sum_{i\in b}(\text{scale}\,\varepsilon_i + E^0_{Z_i})`,
       forces :math:`-\partial E/\partial \mathbf{x}` and stress
       :math:`\sigma = \frac{1}{V}\,\partial E/\partial \varepsilon` (symmetric strain
-      :math:`\varepsilon`, ASE sign convention, eV/Å³) by autograd; ``"node"`` per-atom irreps;
+      :math:`\varepsilon`, ASE sign convention, eV/Å³) by autograd
+      (:func:`~relaxed_e3nn.models.energy_forces_stress`); ``"node"`` per-atom irreps;
       ``"graph"`` their mean or sum per graph.
 
     At :math:`\theta_\text{breaking} = 0` a relaxed network is exactly E(3)-equivariant and, with
@@ -72,9 +74,7 @@ class RelaxedNetwork(torch.nn.Module):
     ----------
     config : RelaxedNetworkConfig or dict
         The architecture (a dict goes through ``RelaxedNetworkConfig.from_dict``); kept as
-        ``self.config``. Change ``atomic_energies``, ``scale`` and
-        ``frame`` of a built network with :meth:`set_atomic_energies`, :meth:`set_scale` and
-        :meth:`set_frame`.
+        ``self.config``. Change the frame of a built network with :meth:`set_frame`.
     dtype : torch.dtype, optional
         Floating dtype of the parameters, buffers and e3nn constants.
 
@@ -82,10 +82,16 @@ class RelaxedNetwork(torch.nn.Module):
     ----------
     irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_out : o3.Irreps
         Irreps of the node input, node attribute, edge attribute and of the output.
+    atomic_energies : torch.Tensor
+        Buffer ``[num_species]``: the per-species energy shifts :math:`E^0` (zeros at build;
+        :meth:`set_atomic_energies`). Saved with the weights.
+    scale : torch.Tensor
+        Buffer ``[]``: the factor multiplying the network output (1 at build; :meth:`set_scale`).
+    metadata : dict
+        Plain data saved with the model (see :func:`~relaxed_e3nn.models.save`); empty at build.
     """
 
-    def __init__(self, config: RelaxedNetworkConfig, *, dtype: Optional[torch.dtype] = None, _convolutions=None):
-        # _convolutions (private): prebuilt convolutions, one per position, used by from_equivariant
+    def __init__(self, config: RelaxedNetworkConfig, *, dtype: Optional[torch.dtype] = None):
         super().__init__()
         if isinstance(config, dict):
             config = RelaxedNetworkConfig.from_dict(config)
@@ -93,10 +99,18 @@ class RelaxedNetwork(torch.nn.Module):
             raise TypeError(f"RelaxedNetwork: config must be a RelaxedNetworkConfig, got {type(config).__name__}")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise TypeError(f"RelaxedNetwork: dtype must be a floating torch.dtype, got {dtype!r}")
+        config = copy.deepcopy(config)
+        initial = config.initial_buffers
+        config.initial_buffers = {}  # consumed here: the buffers are the only home of these values
+        self.metadata: Dict = {}
         with default_dtype(dtype if dtype is not None else torch.get_default_dtype()):
-            self._build(copy.deepcopy(config), _convolutions)
+            self._build(config)
+        if "atomic_energies" in initial:
+            self.set_atomic_energies(initial["atomic_energies"])
+        if "scale" in initial:
+            self.set_scale(initial["scale"])
 
-    def _build(self, config: RelaxedNetworkConfig, prebuilt) -> None:
+    def _build(self, config: RelaxedNetworkConfig) -> None:
         self.config = config
         cfg = self.config
         num_species = len(cfg.species)
@@ -116,9 +130,8 @@ class RelaxedNetwork(torch.nn.Module):
         self.register_buffer("species_index", table, persistent=False)
         dtype = torch.get_default_dtype()
         self.register_buffer("frame", torch.tensor(cfg.frame, dtype=dtype), persistent=False)
-        energies = cfg.atomic_energies if cfg.atomic_energies is not None else [0.0] * num_species
-        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=dtype))
-        self.register_buffer("scale", torch.tensor(cfg.scale, dtype=dtype))
+        self.register_buffer("atomic_energies", torch.zeros(num_species, dtype=dtype))
+        self.register_buffer("scale", torch.ones((), dtype=dtype))
 
         # the gates fix every layer's irreps; check the output is reachable before building convolutions
         gates = []
@@ -150,19 +163,11 @@ class RelaxedNetwork(torch.nn.Module):
             )
         self.layers = torch.nn.ModuleList()
         for irreps_in, gate in zip(chain, gates):
-            self.layers.append(_GatedLayer(self._make_convolution(irreps_in, gate.irreps_in, prebuilt), gate))
-        self.layers.append(self._make_convolution(irreps, self.irreps_out, prebuilt))
+            self.layers.append(_GatedLayer(self._make_convolution(irreps_in, gate.irreps_in), gate))
+        self.layers.append(self._make_convolution(irreps, self.irreps_out))
 
-    def _make_convolution(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, prebuilt=None) -> torch.nn.Module:
+    def _make_convolution(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> torch.nn.Module:
         cfg = self.config
-        if prebuilt is not None:
-            conv = prebuilt[len(self.layers)]
-            if o3.Irreps(conv.irreps_in) != irreps_in or o3.Irreps(conv.irreps_out) != irreps_out:
-                raise ValueError(
-                    f"RelaxedNetwork: convolution {len(self.layers)} maps {conv.irreps_in} -> {conv.irreps_out}, "
-                    f"expected {irreps_in} -> {irreps_out}"
-                )
-            return conv
         if not cfg.relaxed:
             return Convolution(
                 irreps_in, self.irreps_node_attr, self.irreps_edge_attr, irreps_out,
@@ -184,7 +189,9 @@ class RelaxedNetwork(torch.nn.Module):
     ) -> "RelaxedNetwork":
         r"""The relaxed twin of a strict network, carrying its weights.
 
-        Every plain convolution is converted with ``RelaxedConvolution.from_equivariant``, so at
+        The relaxed network is built from ``model``'s config (with ``relaxed=True``) and loaded
+        with ``model.state_dict()``: only the relaxed weights (``*.theta.theta``,
+        ``*.edge_relaxation.weight``, ``*.node_relaxation.weight``) are new, so at
         :math:`\theta_\text{breaking} = 0` (the initial state) the result computes exactly what
         ``model`` computes. ``model`` itself is not modified.
 
@@ -201,27 +208,16 @@ class RelaxedNetwork(torch.nn.Module):
             raise TypeError(f"from_equivariant: model must be a RelaxedNetwork, got {type(model).__name__}")
         if model.config.relaxed:
             raise ValueError("from_equivariant: model is already relaxed (config.relaxed is True)")
-        config = model._sync_config()
-        config.relaxed = True
+        changes = {"relaxed": True}
         if irreps_relaxed is not None:
-            config.irreps_relaxed = irreps_relaxed
+            changes["irreps_relaxed"] = irreps_relaxed
         if relax_at is not None:
-            config.relax_at = relax_at
-        config = RelaxedNetworkConfig.from_dict(config.to_dict())  # validates the new fields
+            changes["relax_at"] = relax_at
+        config = dataclasses.replace(model.config, **changes)  # validates the new fields
         reference = model.scale
-        with default_dtype(reference.dtype):
-            convolutions = [
-                RelaxedConvolution.from_equivariant(
-                    layer.conv if isinstance(layer, _GatedLayer) else layer,
-                    irreps_relaxed=config.irreps_relaxed, relax_at=config.relax_at,
-                )
-                for layer in model.layers
-            ]
-            relaxed = cls(config, dtype=reference.dtype, _convolutions=convolutions)
-        relaxed = relaxed.to(device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
-            relaxed.atomic_energies.copy_(model.atomic_energies)
-            relaxed.scale.copy_(model.scale)
+        relaxed = cls(config, dtype=reference.dtype).to(device=reference.device)
+        load_equivariant_state(relaxed, model.state_dict(), "RelaxedNetwork.from_equivariant")
+        relaxed.metadata = copy.deepcopy(model.metadata)
         relaxed.train(model.training)
         return relaxed
 
@@ -235,7 +231,6 @@ class RelaxedNetwork(torch.nn.Module):
             )
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"set_atomic_energies: values must be finite, got {values}")
-        self.config.atomic_energies = values
         with torch.no_grad():
             self.atomic_energies.copy_(torch.tensor(values, dtype=torch.float64))
 
@@ -244,7 +239,6 @@ class RelaxedNetwork(torch.nn.Module):
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"set_scale: value must be finite, got {value}")
-        self.config.scale = value
         with torch.no_grad():
             self.scale.fill_(value)
 
@@ -267,15 +261,16 @@ class RelaxedNetwork(torch.nn.Module):
         with torch.no_grad():
             self.frame.copy_(torch.tensor(config.frame, dtype=torch.float64))
 
-    def _sync_config(self) -> RelaxedNetworkConfig:
-        """The config with ``atomic_energies`` and ``scale`` read back from the buffers."""
-        config = copy.deepcopy(self.config)
-        config.atomic_energies = [float(e) for e in self.atomic_energies.detach().cpu().double()]
-        config.scale = float(self.scale)
-        return config
-
     # ------------------------------------------------------------------ forward
-    def _check_graph(self, graph: AtomicGraph) -> torch.Tensor:
+    def _species(self, graph: AtomicGraph) -> torch.Tensor:
+        """Each atom's index in ``config.species``, after the checks that need no device synchronisation.
+
+        Type, dtype, shapes and cutoff are Python-side metadata and are always checked. Checks on
+        tensor values (finite positions, known species) read the tensors back to the host, which on
+        an accelerator stalls every forward pass: they run for graphs on the CPU only (and not
+        under ``torch.compile``); graphs on an accelerator rely on the validation done where they
+        were built (:mod:`relaxed_e3nn.data` builders, :class:`~relaxed_e3nn.calculators.RelaxedCalculator`).
+        """
         if not isinstance(graph, AtomicGraph):
             raise TypeError(f"RelaxedNetwork: graph must be an AtomicGraph, got {type(graph).__name__}")
         dtype = self.scale.dtype
@@ -288,9 +283,7 @@ class RelaxedNetwork(torch.nn.Module):
             raise ValueError("RelaxedNetwork: graph has no atoms")
         if graph.pos.dim() != 2 or graph.pos.shape[1] != 3:
             raise ValueError(f"RelaxedNetwork: graph.pos must have shape [N, 3], got {tuple(graph.pos.shape)}")
-        if not bool(torch.isfinite(graph.pos).all()):
-            raise ValueError("RelaxedNetwork: graph.pos contains NaN or inf")
-        # a longer neighbour list is harmless (edges beyond the cutoff contribute exact zeros)
+        # a longer neighbor list is harmless (edges beyond the cutoff contribute exact zeros)
         if graph.cutoff < self.config.cutoff * (1 - 1e-9):
             raise ValueError(
                 f"RelaxedNetwork: graph was built with cutoff {graph.cutoff} Å, shorter than the model's cutoff "
@@ -300,12 +293,18 @@ class RelaxedNetwork(torch.nn.Module):
         table = self.species_index
         known = (z >= 0) & (z < table.shape[0])
         index = torch.where(known, table[z.clamp(0, table.shape[0] - 1)], torch.full_like(z, -1))
+        if graph.pos.device.type == "cpu" and not torch.compiler.is_compiling():
+            self._check_values(graph, index)
+        return index
+
+    def _check_values(self, graph: AtomicGraph, index: torch.Tensor) -> None:
+        if not bool(torch.isfinite(graph.pos).all()):
+            raise ValueError("RelaxedNetwork: graph.pos contains NaN or inf")
         if bool((index < 0).any()):
-            unknown = sorted({int(v) for v in z[index < 0].tolist()})
+            unknown = sorted({int(v) for v in graph.atomic_numbers[index < 0].tolist()})
             raise ValueError(
                 f"RelaxedNetwork: atomic numbers {unknown} are not among the model's species {self.config.species}"
             )
-        return index
 
     def _node_input(self, graph: AtomicGraph, species_one_hot: torch.Tensor, frame_d) -> torch.Tensor:
         dtype = self.scale.dtype
@@ -364,54 +363,29 @@ class RelaxedNetwork(torch.nn.Module):
         cfg = self.config
         if (compute_forces or compute_stress) and cfg.output != "energy":
             raise ValueError(f"RelaxedNetwork: forces and stress need output='energy', this model has {cfg.output!r}")
-        species = self._check_graph(graph)
-        num_graphs = graph.num_graphs
+        species = self._species(graph)
         frame = None if cfg.frame_is_identity else self.frame
-
-        with torch.enable_grad() if (compute_forces or compute_stress) else contextlib.nullcontext():
-            pos = graph.pos
-            if (compute_forces or compute_stress) and not pos.requires_grad:
-                pos = pos.detach().requires_grad_(True)
-            edge_vec = graph.edge_vec(pos)
-            strain = None
-            if compute_stress:
-                strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
-                symmetric = 0.5 * (strain + strain.transpose(1, 2))
-                edge_vec = edge_vec + torch.einsum("ei,eij->ej", edge_vec, symmetric[graph.batch[graph.edge_dst]])
-            if frame is not None:
-                edge_vec = edge_vec @ frame.T
-
-            node_output = self._propagate(graph, species, edge_vec, frame)
-
-            if cfg.output == "energy":
+        if cfg.output == "energy":
+            def energy_of_edges(edge_vec: torch.Tensor) -> torch.Tensor:
+                node_output = self._propagate(graph, species, edge_vec, frame)
                 atom_energy = self.scale * node_output[:, 0] + self.atomic_energies[species]
-                energy = scatter(atom_energy, graph.batch, dim_size=num_graphs)
-                result = {"energy": energy}
-                if compute_forces or compute_stress:
-                    inputs = [pos] + ([strain] if strain is not None else [])
-                    if energy.requires_grad:
-                        grads = torch.autograd.grad(
-                            energy.sum(), inputs, create_graph=self.training, allow_unused=True
-                        )
-                    else:
-                        grads = [None] * len(inputs)
-                    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
-                    if compute_forces:
-                        result["forces"] = -grads[0]
-                    if compute_stress:
-                        result["stress"] = self._stress(graph, grads[1])
-                return result
+                return scatter(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
+            return energy_forces_stress(energy_of_edges, graph, compute_forces=compute_forces,
+                                        compute_stress=compute_stress, create_graph=self.training)
+        node_output = self._propagate(graph, species, graph.edge_vec(), frame)
         if frame is not None:
             node_output = node_output @ self.irreps_out.D_from_matrix(frame)
         node_output = self.scale * node_output
         if cfg.output == "node":
             return {"node_output": node_output}
-        reduced = scatter(node_output, graph.batch, dim_size=num_graphs, reduce=cfg.graph_reduce)
-        return {"graph_output": reduced}
+        return {"graph_output": scatter(node_output, graph.batch, dim_size=graph.num_graphs, reduce=cfg.graph_reduce)}
 
     def _propagate(self, graph, species, edge_vec, frame) -> torch.Tensor:
+        """The last convolution's output at every atom, from edge vectors in input coordinates."""
         cfg = self.config
+        if frame is not None:
+            edge_vec = edge_vec @ frame.T
         edge_attr = o3.spherical_harmonics(self.irreps_edge_attr, edge_vec, normalize=True, normalization="component")
         edge_length = edge_vec.norm(dim=1)
         edge_scalars = soft_one_hot_linspace(
@@ -422,15 +396,6 @@ class RelaxedNetwork(torch.nn.Module):
         for layer in self.layers:
             x = layer(x, node_attr, graph.edge_src, graph.edge_dst, edge_attr, edge_scalars)
         return x
-
-    @staticmethod
-    def _stress(graph: AtomicGraph, virial: torch.Tensor) -> torch.Tensor:
-        cell = graph.cell.to(virial.dtype)
-        volume = torch.linalg.det(cell).abs()
-        periodic = graph.pbc.to(torch.bool).any(dim=1) & (volume > 0)
-        safe = torch.where(periodic, volume, torch.ones_like(volume))
-        stress = virial / safe[:, None, None]
-        return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
 
     def extra_repr(self) -> str:
         cfg = self.config

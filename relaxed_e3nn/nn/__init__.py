@@ -5,7 +5,7 @@ jointly equivariant in (input, geometry, :math:`\theta`), starts with :math:`\th
 (exactly equivariant, numerically identical to its plain e3nn counterpart) and, with :math:`\theta` fixed,
 is exactly equivariant under the stabilizer of :math:`\theta`.
 """
-from relaxed_e3nn.nn._convolution import RelaxedConvolution, relax
+from relaxed_e3nn.nn._convolution import RELAXED_STATE_SUFFIXES, RelaxedConvolution, load_equivariant_state, relax
 from relaxed_e3nn.nn._layers import RelaxedLinear, RelaxedTensorProduct
 from relaxed_e3nn.nn._maps import ThetaLinearMap
 from relaxed_e3nn.nn._optim import RelaxedOptimizer, make_optimizer, relaxed_param_groups
@@ -18,6 +18,8 @@ __all__ = [
     "RelaxedConvolution",
     "ThetaLinearMap",
     "relax",
+    "load_equivariant_state",
+    "RELAXED_STATE_SUFFIXES",
     "relaxed_parameters",
     "rotate",
     "irreps_relaxed_from",

@@ -1,7 +1,7 @@
 r"""``RelaxedConvolution``: the e3nn gate_points point convolution with relaxed weights, and ``relax``."""
 import math
 import numbers
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from e3nn import o3
@@ -10,13 +10,16 @@ from e3nn.nn.models import gate_points_2101
 from e3nn.nn.models.v2106 import points_convolution as points_convolution_2106
 from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
 
+from relaxed_e3nn._checks import RELAX_AT, parse_irreps
+from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.nn._maps import ThetaLinearMap
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 
-__all__ = ["RelaxedConvolution", "relax"]
+__all__ = ["RelaxedConvolution", "relax", "load_equivariant_state", "RELAXED_STATE_SUFFIXES"]
 
-_RELAX_AT = ("edge", "node", "both")
+#: the state-dict entries a relaxed layer has and its plain e3nn counterpart lacks
+RELAXED_STATE_SUFFIXES = ("theta.theta", "edge_relaxation.weight", "node_relaxation.weight")
 _MIXING = ("angle", "alpha")
 # the plain convolutions relax() and from_equivariant() know, with the output mixing each uses
 _PLAIN_CONVOLUTIONS = (
@@ -84,7 +87,11 @@ class RelaxedConvolution(torch.nn.Module):
         Hidden layers of the radial network and their width (its output size is the number of
         tensor-product weights).
     num_neighbors : float
-        Typical number of neighbours; the sum over edges is divided by its square root.
+        Typical number of neighbors; the sum over edges is divided by its square root.
+    fc_neurons : list of int, keyword-only
+        The radial network's sizes before its output layer, as e3nn's ``v2106`` convolution takes
+        them (``[number_of_basis] + radial_layers * [radial_neurons]`` in ``gate_points_2101``
+        terms); give either this or the three arguments above.
     irreps_relaxed : int, str or `e3nn.o3.Irreps`, keyword-only
         Irreps of :math:`\theta`; an int ``L`` means ``0e + 0o + 1o + 1e + ... + Le + Lo``. Default 2.
     relax_at : {"both", "edge", "node"}, keyword-only
@@ -101,32 +108,27 @@ class RelaxedConvolution(torch.nn.Module):
         irreps_node_attr,
         irreps_edge_attr,
         irreps_out,
-        number_of_basis: int,
-        radial_layers: int,
-        radial_neurons: int,
-        num_neighbors: float,
+        number_of_basis: Optional[int] = None,
+        radial_layers: Optional[int] = None,
+        radial_neurons: Optional[int] = None,
+        num_neighbors: Optional[float] = None,
         *,
+        fc_neurons: Optional[Sequence[int]] = None,
         irreps_relaxed=2,
         relax_at: str = "both",
         mixing: str = "angle",
     ) -> None:
         super().__init__()
-        for name, value, minimum in (
-            ("number_of_basis", number_of_basis, 1),
-            ("radial_layers", radial_layers, 0),
-            ("radial_neurons", radial_neurons, 1),
-        ):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"RelaxedConvolution: {name} must be an int >= {minimum}, got {value!r}")
-        fc_neurons = [int(number_of_basis)] + int(radial_layers) * [int(radial_neurons)]
+        fc_neurons = _radial_sizes(number_of_basis, radial_layers, radial_neurons, fc_neurons)
+        if num_neighbors is None:
+            raise ValueError("RelaxedConvolution: num_neighbors is required")
         self._build(irreps_in, irreps_node_attr, irreps_edge_attr, irreps_out, fc_neurons, num_neighbors,
                     irreps_relaxed, relax_at, mixing)
 
     def _build(self, irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_node_output,
                fc_neurons: Sequence[int], num_neighbors: float, irreps_relaxed, relax_at: str, mixing: str) -> None:
-        # fc_neurons: radial-net sizes before its output layer; any list here, so v2106 convolutions convert too
-        if relax_at not in _RELAX_AT:
-            raise ValueError(f"RelaxedConvolution: relax_at must be one of {_RELAX_AT}, got {relax_at!r}")
+        if relax_at not in RELAX_AT:
+            raise ValueError(f"RelaxedConvolution: relax_at must be one of {RELAX_AT}, got {relax_at!r}")
         if mixing not in _MIXING:
             raise ValueError(f"RelaxedConvolution: mixing must be one of {_MIXING}, got {mixing!r}")
         if isinstance(fc_neurons, (int, str)) or not all(
@@ -140,10 +142,10 @@ class RelaxedConvolution(torch.nn.Module):
         if not num_neighbors > 0 or not math.isfinite(num_neighbors):
             raise ValueError(f"RelaxedConvolution: num_neighbors must be a positive number, got {num_neighbors}")
 
-        self.irreps_node_input = o3.Irreps(irreps_node_input)
-        self.irreps_node_attr = o3.Irreps(irreps_node_attr)
-        self.irreps_edge_attr = o3.Irreps(irreps_edge_attr)
-        self.irreps_node_output = o3.Irreps(irreps_node_output)
+        self.irreps_node_input = parse_irreps("irreps_in", irreps_node_input, "RelaxedConvolution")
+        self.irreps_node_attr = parse_irreps("irreps_node_attr", irreps_node_attr, "RelaxedConvolution")
+        self.irreps_edge_attr = parse_irreps("irreps_edge_attr", irreps_edge_attr, "RelaxedConvolution")
+        self.irreps_node_output = parse_irreps("irreps_out", irreps_node_output, "RelaxedConvolution")
         # gate_points_2101 names
         self.irreps_in = self.irreps_node_input
         self.irreps_out = self.irreps_node_output
@@ -270,7 +272,9 @@ class RelaxedConvolution(torch.nn.Module):
     def from_equivariant(cls, conv: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") -> "RelaxedConvolution":
         r"""Relaxed copy of a plain e3nn convolution, with its weights, dtype and device.
 
-        With :math:`\theta_\mathrm{breaking} = 0` the result gives the same outputs as ``conv``.
+        Built from ``conv``'s hyper-parameters in its dtype, then loaded with ``conv.state_dict()``
+        (:func:`load_equivariant_state`: only the relaxed weights are new). With
+        :math:`\theta_\mathrm{breaking} = 0` the result gives the same outputs as ``conv``.
 
         Parameters
         ----------
@@ -291,16 +295,14 @@ class RelaxedConvolution(torch.nn.Module):
         else:
             irreps_input, irreps_output = conv.irreps_node_input, conv.irreps_node_output
         reference = next(conv.parameters())
-        relaxed = cls.__new__(cls)
-        torch.nn.Module.__init__(relaxed)
-        relaxed._build(irreps_input, conv.irreps_node_attr, conv.irreps_edge_attr, irreps_output,
-                       list(conv.fc.hs[:-1]), conv.num_neighbors, irreps_relaxed, relax_at, mixing)
-        relaxed = relaxed.to(device=reference.device, dtype=reference.dtype)
+        with default_dtype(reference.dtype):
+            relaxed = cls(irreps_input, conv.irreps_node_attr, conv.irreps_edge_attr, irreps_output,
+                          fc_neurons=list(conv.fc.hs[:-1]), num_neighbors=conv.num_neighbors,
+                          irreps_relaxed=irreps_relaxed, relax_at=relax_at, mixing=mixing)
+        relaxed = relaxed.to(device=reference.device)
         if relaxed.tp.instructions != conv.tp.instructions or relaxed.irreps_mid != conv.tp.irreps_out:
             raise ValueError("from_equivariant: conv's tensor product does not match e3nn's construction")
-        shared = ["sc", "lin1", "tp", "fc", "lin2"] + (["alpha"] if mixing == "alpha" else [])
-        for name in shared:
-            getattr(relaxed, name).load_state_dict(getattr(conv, name).state_dict())
+        load_equivariant_state(relaxed, conv.state_dict(), "RelaxedConvolution.from_equivariant")
         relaxed.train(conv.training)
         return relaxed
 
@@ -337,3 +339,60 @@ def relax(module: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") 
         elif not isinstance(child, RelaxedConvolution):
             relax(child, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
     return module
+
+
+def _radial_sizes(number_of_basis, radial_layers, radial_neurons, fc_neurons) -> list:
+    """The radial network's sizes before its output layer, from either way of giving them."""
+    separate = (number_of_basis, radial_layers, radial_neurons)
+    if fc_neurons is not None:
+        if any(value is not None for value in separate):
+            raise ValueError("RelaxedConvolution: give fc_neurons or number_of_basis, radial_layers and "
+                             "radial_neurons, not both")
+        if isinstance(fc_neurons, (int, str)) or len(fc_neurons) == 0 or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in fc_neurons
+        ):
+            raise ValueError(
+                f"RelaxedConvolution: fc_neurons must be a non-empty list of positive ints "
+                f"(radial basis size, then hidden sizes), got {fc_neurons!r}"
+            )
+        return [int(n) for n in fc_neurons]
+    for name, value, minimum in zip(("number_of_basis", "radial_layers", "radial_neurons"), separate, (1, 0, 1)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"RelaxedConvolution: {name} must be an int >= {minimum}, got {value!r}")
+    return [int(number_of_basis)] + int(radial_layers) * [int(radial_neurons)]
+
+
+def load_equivariant_state(relaxed: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    r"""Load the ``state_dict`` of a plain (strictly equivariant) model into its relaxed twin.
+
+    The relaxed module must have been built with the same hyper-parameters; its state then holds
+    every entry of ``state`` plus the relaxed weights only (names ending in
+    ``RELAXED_STATE_SUFFIXES``: ``theta.theta``, ``edge_relaxation.weight``,
+    ``node_relaxation.weight``), which keep their initial values (:math:`	heta_\mathrm{breaking} = 0`).
+
+    Parameters
+    ----------
+    relaxed : torch.nn.Module
+    state : mapping of str to torch.Tensor
+        The plain model's ``state_dict()``.
+    where : str
+        How errors name the caller.
+
+    Raises
+    ------
+    ValueError
+        Naming the keys, if ``state`` has entries ``relaxed`` lacks, or ``relaxed`` lacks
+        entries of ``state`` that are not relaxed weights, or shapes differ.
+    """
+    try:
+        result = relaxed.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: the plain weights do not fit the relaxed model: {err}") from err
+    missing = [key for key in result.missing_keys
+               if not any(key == s or key.endswith("." + s) for s in RELAXED_STATE_SUFFIXES)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{where}: the plain model's state does not match the relaxed model built from its "
+            f"hyper-parameters (missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}); only "
+            f"relaxed weights ({', '.join('*.' + s for s in RELAXED_STATE_SUFFIXES)}) may be missing"
+        )

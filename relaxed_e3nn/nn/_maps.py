@@ -4,14 +4,30 @@ r"""The :math:`\theta`-dependent linear maps through which relaxed weights enter
 map of :math:`x` that is formed once per forward pass and applied as one matrix product, instead of a
 tensor product per node or per edge.
 """
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Tuple
 
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._checks import parse_irreps
+
 __all__ = ["ThetaLinearMap"]
 
 _SCALAR = o3.Irrep("0e")
+
+
+class _Block(NamedTuple):
+    """The paths of one ``(input irrep i, output irrep k)`` pair, with their weight layout."""
+
+    i: int  #: index in ``irreps_in``
+    k: int  #: index in ``irreps_out``
+    js: Tuple[int, ...]  #: indices in ``irreps_relaxed`` of the paths ``i x j -> k``
+    copies: int  #: theta copies of all those paths, stacked along one axis ``V``
+    mul_in: int
+    mul_out: int
+    dim_in: int  #: dimension of one copy of the input irrep
+    dim_out: int  #: dimension of one copy of the output irrep
+    offset: int  #: start of the block's ``[mul_in, copies, mul_out]`` weights in the flat parameter
 
 
 class ThetaLinearMap(torch.nn.Module):
@@ -45,9 +61,9 @@ class ThetaLinearMap(torch.nn.Module):
 
     def __init__(self, irreps_in, irreps_relaxed, irreps_out, identity: bool = False) -> None:
         super().__init__()
-        self.irreps_in = o3.Irreps(irreps_in)
-        self.irreps_relaxed = o3.Irreps(irreps_relaxed)
-        self.irreps_out = o3.Irreps(irreps_out)
+        self.irreps_in = parse_irreps("irreps_in", irreps_in, "ThetaLinearMap")
+        self.irreps_relaxed = parse_irreps("irreps_relaxed", irreps_relaxed, "ThetaLinearMap")
+        self.irreps_out = parse_irreps("irreps_out", irreps_out, "ThetaLinearMap")
         if identity and self.irreps_in != self.irreps_out:
             raise ValueError(f"identity=True needs irreps_in == irreps_out, got {self.irreps_in} and {self.irreps_out}")
         self.identity = bool(identity)
@@ -61,23 +77,23 @@ class ThetaLinearMap(torch.nn.Module):
                         paths.setdefault((i, k), []).append(j)
                         fan_in[k] += mul_in * mul_theta
         # one block per (i, k): the theta copies of all its paths stacked along one axis V
-        self._blocks: List[Tuple[int, int, Tuple[int, ...], int, int, int, int, int, int]] = []
+        self._blocks: List[_Block] = []
         weight_offset = 0
         for (i, k), js in paths.items():
             mul_in, ir_in = self.irreps_in[i]
             mul_out, ir_out = self.irreps_out[k]
             copies = sum(self.irreps_relaxed[j].mul for j in js)
-            self._blocks.append((i, k, tuple(js), copies, mul_in, mul_out, ir_in.dim, ir_out.dim, weight_offset))
+            self._blocks.append(_Block(i, k, tuple(js), copies, mul_in, mul_out, ir_in.dim, ir_out.dim, weight_offset))
             weight_offset += mul_in * copies * mul_out
         self._fan_in = fan_in
-        self._coupling_sizes = [copies * dim_in * dim_out for (_, _, _, copies, _, _, dim_in, dim_out, _) in self._blocks]
+        self._coupling_sizes = [b.copies * b.dim_in * b.dim_out for b in self._blocks]
         self._row_sizes = [mul * ir.dim for mul, ir in self.irreps_in]
         self._col_sizes = [mul * ir.dim for mul, ir in self.irreps_out]
         weight = torch.randn(weight_offset)
         for block in self._blocks:
             view = self._block_weight(weight, block)
             v = 0
-            for j in block[2]:
+            for j in block.js:
                 mul_theta, ir_theta = self.irreps_relaxed[j]
                 if ir_theta == _SCALAR:
                     view[:, v:v + mul_theta, :] = 0.0
@@ -95,40 +111,40 @@ class ThetaLinearMap(torch.nn.Module):
         return self
 
     @staticmethod
-    def _block_weight(weight: torch.Tensor, block) -> torch.Tensor:
-        _, _, _, copies, mul_in, mul_out, _, _, offset = block
-        return weight[offset:offset + mul_in * copies * mul_out].view(mul_in, copies, mul_out)
+    def _block_weight(weight: torch.Tensor, block: _Block) -> torch.Tensor:
+        size = block.mul_in * block.copies * block.mul_out
+        return weight[block.offset:block.offset + size].view(block.mul_in, block.copies, block.mul_out)
 
     @property
     def num_paths(self) -> int:
         """Number of ``(irrep in, irrep of theta, irrep out)`` paths."""
-        return sum(len(block[2]) for block in self._blocks)
+        return sum(len(block.js) for block in self._blocks)
 
     @property
     def instructions(self) -> List[Tuple[int, int, int]]:
         """The paths ``(i_in, i_relaxed, i_out)``, in the order of :meth:`weight_views`."""
-        return [(i, j, k) for (i, k, js, *_rest) in self._blocks for j in js]
+        return [(block.i, j, block.k) for block in self._blocks for j in block.js]
 
     def weight_views(self) -> Iterator[Tuple[Tuple[int, int, int], torch.Tensor]]:
         """Yield ``((i, j, k), view)`` with the ``[mul_in, mul_theta, mul_out]`` weights of every path."""
         for block in self._blocks:
             view = self._block_weight(self.weight, block)
             v = 0
-            for j in block[2]:
+            for j in block.js:
                 mul_theta = self.irreps_relaxed[j].mul
-                yield (block[0], j, block[1]), view[:, v:v + mul_theta, :]
+                yield (block.i, j, block.k), view[:, v:v + mul_theta, :]
                 v += mul_theta
 
     def _build_coupling(self) -> torch.Tensor:
         r"""The fixed matrix :math:`G`, ``[dim_relaxed, sum_blocks V * dim_in * dim_out]``, in float64."""
         columns = []
         theta_offsets = [sl.start for sl in self.irreps_relaxed.slices()]
-        for (i, k, js, copies, _, _, dim_in, dim_out, _) in self._blocks:
-            l_in, l_out = self.irreps_in[i].ir.l, self.irreps_out[k].ir.l
-            alpha = ((2 * l_out + 1) / self._fan_in[k]) ** 0.5
-            block = torch.zeros(self.dim_relaxed, copies, dim_in, dim_out, dtype=torch.float64)
+        for b in self._blocks:
+            l_in, l_out = self.irreps_in[b.i].ir.l, self.irreps_out[b.k].ir.l
+            alpha = ((2 * l_out + 1) / self._fan_in[b.k]) ** 0.5
+            block = torch.zeros(self.dim_relaxed, b.copies, b.dim_in, b.dim_out, dtype=torch.float64)
             v = 0
-            for j in js:
+            for j in b.js:
                 mul_theta, ir_theta = self.irreps_relaxed[j]
                 w3j = o3.wigner_3j(l_in, ir_theta.l, l_out, dtype=torch.float64)  # [a, b, c]
                 for copy in range(mul_theta):
@@ -148,11 +164,11 @@ class ThetaLinearMap(torch.nn.Module):
         if self._blocks:
             couplings = torch.split(theta @ self.coupling.to(theta.dtype), self._coupling_sizes)
             for block, coupling in zip(self._blocks, couplings):
-                i, k, _, copies, mul_in, mul_out, dim_in, dim_out, _ = block
+                mul_in, mul_out, dim_in, dim_out = block.mul_in, block.mul_out, block.dim_in, block.dim_out
                 weight = self._block_weight(self.weight, block)  # [u, V, w]
-                product = weight.transpose(1, 2).reshape(mul_in * mul_out, copies) @ coupling.view(copies, -1)
+                product = weight.transpose(1, 2).reshape(mul_in * mul_out, block.copies) @ coupling.view(block.copies, -1)
                 product = product.view(mul_in, mul_out, dim_in, dim_out).transpose(1, 2)
-                products[(i, k)] = product.reshape(mul_in * dim_in, mul_out * dim_out)
+                products[(block.i, block.k)] = product.reshape(mul_in * dim_in, mul_out * dim_out)
         rows = []
         for i, rows_i in enumerate(self._row_sizes):
             row = [products[(i, k)] if (i, k) in products else theta.new_zeros(rows_i, cols_k)

@@ -16,6 +16,7 @@ from typing import Iterator, Tuple
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._checks import as_orthogonal_matrix, parse_irreps
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.groups import D_from_matrix
 
@@ -50,10 +51,7 @@ def irreps_relaxed_from(irreps, name: str = "irreps_relaxed") -> o3.Irreps:
             parts += [(1, (l, natural)), (1, (l, -natural))]
         return o3.Irreps(parts)
     if isinstance(irreps, (str, o3.Irreps)):
-        try:
-            parsed = o3.Irreps(irreps)
-        except (ValueError, AssertionError) as err:
-            raise ValueError(f"{name}: cannot parse {irreps!r} as irreps ({err})") from err
+        parsed = parse_irreps(name, irreps)
         if parsed.dim == 0:
             raise ValueError(f"{name} must have a positive dimension, got {irreps!r}")
         return parsed
@@ -197,24 +195,6 @@ def relaxed_parameters(model: torch.nn.Module) -> Iterator[Tuple[str, o3.Irreps,
             yield name, module.irreps, module.theta
 
 
-def _as_orthogonal_matrix(R, name: str = "R") -> torch.Tensor:
-    if not isinstance(R, torch.Tensor):
-        try:
-            R = torch.as_tensor(R, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name} must be a 3x3 matrix, got {type(R).__name__}") from err
-    if R.shape != (3, 3):
-        raise ValueError(f"{name} must be a 3x3 orthogonal matrix, got shape {tuple(R.shape)}")
-    if not torch.is_floating_point(R) or not torch.isfinite(R).all():
-        raise ValueError(f"{name} must be a finite real 3x3 matrix")
-    R64 = R.detach().to(torch.float64)
-    error = (R64 @ R64.T - torch.eye(3, dtype=torch.float64, device=R64.device)).abs().max()
-    tolerance = 1e-5 if R.dtype != torch.float64 else 1e-9
-    if error > tolerance:
-        raise ValueError(f"{name} must be orthogonal (R R^T = I), but |R R^T - I| = {float(error):.2e}")
-    return R
-
-
 def rotate(model: torch.nn.Module, R) -> torch.nn.Module:
     r"""Deep copy of ``model`` with every relaxed weight rotated, :math:`\theta \to D_\theta(R)\,\theta`.
 
@@ -230,7 +210,7 @@ def rotate(model: torch.nn.Module, R) -> torch.nn.Module:
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"rotate: model must be a torch.nn.Module, got {type(model).__name__}")
-    R = _as_orthogonal_matrix(R)
+    R = as_orthogonal_matrix(R)
     rotated = copy.deepcopy(model)
     with torch.no_grad():
         for module in rotated.modules():
