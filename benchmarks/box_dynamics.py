@@ -28,18 +28,18 @@ from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.groups import point_group
 
 
-def time_training_step(model, n_graphs=100, n_bodies=5, repeats=20, warmup=3, seed=0):
-    """Median wall and CPU time (s) of one Adam step on ``n_graphs`` fully connected ``n_bodies`` graphs.
+def time_training_step(model, num_graphs=100, num_bodies=5, repeats=20, warmup=3, seed=0):
+    """Median wall and CPU time (s) of one Adam step on ``num_graphs`` fully connected ``num_bodies`` graphs.
 
     On a shared machine the CPU time of this process is the steadier of the two.
     """
     gen = torch.Generator().manual_seed(seed)
-    n = n_graphs * n_bodies
+    n = num_graphs * num_bodies
     pos = torch.rand(n, 3, generator=gen) * 8 - 4
     vel = torch.randn(n, 3, generator=gen) * 0.5
     charge = torch.randint(0, 2, (n, 1), generator=gen).to(pos.dtype) * 2 - 1
     target = pos + torch.randn(n, 3, generator=gen)
-    edge_src, edge_dst, batch = fully_connected_batch(n_graphs, n_bodies)
+    edge_src, edge_dst, batch = fully_connected_batch(num_graphs, num_bodies)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     wall, cpu = [], []
     for i in range(warmup + repeats):
@@ -75,8 +75,8 @@ def timing_table(hidden, layers, repeats, variants):
 
 def accuracy_table(half_widths, seeds, epochs, n_split, hidden, layers, lr, batch_size):
     data = box_nbody(
-        n_samples=3 * n_split,
-        n_bodies=5,
+        num_samples=3 * n_split,
+        num_bodies=5,
         half_widths=half_widths,
         interaction="coulomb",
         speed=0.5,

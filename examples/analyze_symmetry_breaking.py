@@ -46,7 +46,7 @@ def train_phase(phase: str, out: Path, epochs: int, n_train: int, seed: int):
         "batch_size": 8,
         "progress": False,
         "data": {
-            "train": {"generator": "perovskite_distortion", "n": n_train, "seed": seed, "phase": phase,
+            "train": {"generator": "perovskite_distortion", "num_samples": n_train, "seed": seed, "phase": phase,
                       "split": "train", "supercells": [1]},
             "test": {"generator": "perovskite_distortion", "n": 24, "seed": seed + 1, "phase": phase,
                      "split": "test", "supercells": [1, 2]},
@@ -77,7 +77,7 @@ def main() -> int:
     out = Path(args.out)
 
     # the input's symmetry, from a structure: the point group of an ideal cubic cell
-    cubic_cell = perovskite_distortion(n=1, seed=args.seed, split="train", supercells=(1,))[0]
+    cubic_cell = perovskite_distortion(num_samples=1, seed=args.seed, split="train", supercells=(1,))[0]
     input_group = point_group_of(cubic_cell)
     print(f"input symmetry (point group of the ideal cubic cell): {input_group.schoenflies}")
 

@@ -36,7 +36,7 @@ def main(argv=None):
     torch.set_num_threads(1)
 
     n = args.samples
-    data = box_nbody(n_samples=3 * n, half_widths=args.half_widths, interaction="coulomb", seed=0)
+    data = box_nbody(num_samples=3 * n, half_widths=args.half_widths, interaction="coulomb", seed=0)
     print(f"box half-widths {tuple(args.half_widths)}: point group {data.group_name} about the centre")
     print(f"naive baseline (positions unchanged): MSE {((data.targets - data.positions) ** 2).mean():.4f}")
     runs = [("DEGNN", "degnn", "auto"), ("DEGNN-C1", "degnn", "C1"), ("EGNN", "egnn", "auto")]

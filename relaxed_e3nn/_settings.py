@@ -5,10 +5,13 @@ reads them, :func:`check_known` rejects unknown keys with a close-match suggesti
 """
 import dataclasses
 import difflib
+import functools
 import typing
-from typing import Any, Dict, List, Union
+import warnings
+from typing import Any, Dict, Iterable, List, Mapping, Union
 
-__all__ = ["field_names", "field_type", "check_known", "check_type"]
+__all__ = ["field_names", "field_type", "check_known", "check_keys", "check_type", "renamed_keys",
+           "renamed_arguments", "check_fields"]
 
 
 def field_names(cls) -> List[str]:
@@ -24,6 +27,60 @@ def check_known(key, known, where) -> None:
         close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, known))}"
         raise ValueError(f"{where}: unknown key {key!r}{hint}")
+
+
+def check_keys(keys: Iterable, known, where) -> None:
+    """Reject every unknown key of a mapping at once, with a close-match suggestion for each."""
+    unknown = [k for k in keys if k not in known]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
+        if close:
+            hints.append(f"did you mean {close[0]!r} for {key!r}?")
+    hint = " ".join(hints) if hints else f"known keys: {', '.join(sorted(map(str, known)))}"
+    raise ValueError(f"{where}: unknown keys {sorted(map(str, unknown))}; {hint}")
+
+
+def renamed_keys(mapping: Mapping[str, Any], renames: Mapping[str, str], where: str) -> Dict[str, Any]:
+    """A copy of ``mapping`` with deprecated key names replaced by their new names.
+
+    Each old name found raises a :class:`DeprecationWarning`; giving both the old and the new
+    name is a ``ValueError``.
+    """
+    out = dict(mapping)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{where}: give {new!r} only ({old!r} is its deprecated name)")
+        warnings.warn(f"{where}: {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+        out[new] = out.pop(old)
+    return out
+
+
+def renamed_arguments(**renames: str):
+    """Decorator: keyword arguments given under a deprecated name (``old="new"``) still work.
+
+    Each one raises a :class:`DeprecationWarning` (see :func:`renamed_keys`); the signature shown by
+    ``inspect.signature`` and ``help`` is the new one.
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            return function(*args, **renamed_keys(kwargs, renames, function.__name__))
+
+        return wrapper
+
+    return decorate
+
+
+def check_fields(cls, mapping: Mapping[str, Any]) -> None:
+    """Check the type of every entry of ``mapping`` against the annotations of dataclass ``cls``."""
+    for key, value in mapping.items():
+        check_type(key, value, field_type(cls, key))
 
 
 def check_type(name: str, value: Any, annotation) -> None:

@@ -11,6 +11,7 @@ from relaxed_e3nn.data.generators._box_nbody import (
     box_point_group,
     simulate_box_nbody,
 )
+from relaxed_e3nn.discrete import fully_connected_batch
 from relaxed_e3nn.groups import point_group
 
 
@@ -95,7 +96,7 @@ def test_equivariance_about_an_offset_centre():
 def test_walls_hold(widths, planar):
     """Every recorded frame of fast particles in a small box stays inside the walls."""
     data = box_nbody(
-        n_samples=6, n_bodies=5, half_widths=widths, speed=3.0, input_frame=2, target_frame=4,
+        num_samples=6, num_bodies=5, half_widths=widths, speed=3.0, input_frame=2, target_frame=4,
         steps_per_frame=100, planar=planar, seed=4,
     )
     full = np.array(data.half_widths)
@@ -135,21 +136,21 @@ def test_energy_is_conserved_with_walls():
 
 
 def test_box_nbody_dataset_fields_and_determinism():
-    data = box_nbody(n_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=7)
+    data = box_nbody(num_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=7)
     assert isinstance(data, BoxDynamicsData) and len(data) == 5
     assert data.positions.shape == data.velocities.shape == data.targets.shape == (5, 5, 3)
     assert data.charges.shape == (5, 5) and set(np.unique(data.charges)) <= {-1.0, 1.0}
     assert data.group_name == "D2h" and data.point_group().order == 8
-    again = box_nbody(n_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=7)
+    again = box_nbody(num_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=7)
     assert np.array_equal(again.targets, data.targets)
-    other = box_nbody(n_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=8)
+    other = box_nbody(num_samples=5, half_widths=(5, 4, 3), input_frame=1, target_frame=3, seed=8)
     assert not np.allclose(other.targets, data.targets)
     # targets are the continuation of the inputs
     x, _ = simulate_box_nbody(data.positions, data.velocities, data.charges, data.half_widths, 200)
     assert np.allclose(x, data.targets, atol=1e-12)
     part = data.subset(slice(1, 3))
     assert len(part) == 2 and np.array_equal(part.targets, data.targets[1:3])
-    prism = box_nbody(n_samples=2, half_widths=(5, 4, 4), input_frame=1, target_frame=2)
+    prism = box_nbody(num_samples=2, half_widths=(5, 4, 4), input_frame=1, target_frame=2)
     axis = prism.point_group().elements.numpy()
     # the 4-fold axis of the (5, 4, 4) box is x: a 90 degree rotation about x is in the group
     c4x = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
@@ -157,7 +158,7 @@ def test_box_nbody_dataset_fields_and_determinism():
 
 
 def test_generators_registry_returns_atoms():
-    structures = GENERATORS["box_nbody"](n=3, seed=0, input_frame=1, target_frame=2, half_widths=(4, 4, 4))
+    structures = GENERATORS["box_nbody"](num_samples=3, seed=0, input_frame=1, target_frame=2, half_widths=(4, 4, 4))
     assert len(structures) == 3
     atoms = structures[0]
     assert atoms.info["parent_group"] == "Oh" and atoms.arrays["target_positions"].shape == (5, 3)
@@ -173,12 +174,12 @@ def test_generators_registry_returns_atoms():
         (dict(half_widths=(math.inf, math.inf, math.inf)), "finite"),
         (dict(interaction="yukawa"), "interaction"),
         (dict(input_frame=3, target_frame=3), "input_frame"),
-        (dict(n_bodies=1), "n_bodies"),
+        (dict(num_bodies=1), "num_bodies"),
     ],
 )
 def test_box_nbody_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        box_nbody(n_samples=2, **kwargs)
+        box_nbody(num_samples=2, **kwargs)
 
 
 def test_simulator_rejects_particles_outside_the_box():
@@ -186,3 +187,13 @@ def test_simulator_rejects_particles_outside_the_box():
         simulate_box_nbody(np.full((1, 2, 3), 9.0), np.zeros((1, 2, 3)), np.ones((1, 2)), (5, 4, 3), 1)
     with pytest.raises(ValueError, match="finite"):
         simulate_box_nbody(np.full((1, 2, 3), np.nan), np.zeros((1, 2, 3)), np.ones((1, 2)), (5, 4, 3), 1)
+
+
+def test_deprecated_n_samples_and_n_bodies():
+    with pytest.warns(DeprecationWarning, match="deprecated; use"):
+        old = box_nbody(n_samples=2, n_bodies=3, input_frame=1, target_frame=2)
+    new = box_nbody(num_samples=2, num_bodies=3, input_frame=1, target_frame=2)
+    assert np.array_equal(old.positions, new.positions) and old.positions.shape == (2, 3, 3)
+    with pytest.warns(DeprecationWarning, match="deprecated; use"):
+        src, dst, batch = fully_connected_batch(n_systems=2, n_bodies=3)
+    assert [t.tolist() for t in (src, dst, batch)] == [t.tolist() for t in fully_connected_batch(2, 3)]

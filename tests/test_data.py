@@ -13,13 +13,8 @@ from ase.io import write as ase_write
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 from torch.utils.data import DataLoader
 
+from _geometry import rattled_cu
 from relaxed_e3nn.data import AtomicGraph, GraphDataset, collate, from_arrays, from_ase, from_pymatgen, read
-
-
-def rattled_cu(seed=0, repeat=(2, 2, 2)):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * repeat
-    atoms.rattle(0.05, seed=seed)
-    return atoms
 
 
 def edge_set(graph):

@@ -1,23 +1,22 @@
 """Generators: determinism, the physics of the targets, and the symmetry they document."""
+import os
+
+import ase.io
 import numpy as np
 import pytest
 import spglib
-from scipy.spatial.transform import Rotation
+import torch
+from ase.calculators.emt import EMT
+from ase.calculators.mixing import SumCalculator
+from e3nn import o3
 
+from _geometry import mirror, rot
+from relaxed_e3nn.cli import main
+from relaxed_e3nn.data import read
 from relaxed_e3nn.data.generators import (
-    GENERATORS, PEROVSKITE_PHASES, field_md, lorentz, lorentz_accelerations, lorentz_residual_group,
-    perovskite_compositions, perovskite_distortion, shape_deformation,
+    GENERATORS, PEROVSKITE_PHASES, UniformFieldCalculator, field_md, lorentz, lorentz_accelerations,
+    lorentz_residual_group, perovskite_compositions, perovskite_distortion, shape_deformation,
 )
-
-
-def _mirror(normal):
-    n = np.asarray(normal, dtype=float)
-    n = n / np.linalg.norm(n)
-    return np.eye(3) - 2.0 * np.outer(n, n)
-
-
-def _rotation(axis, angle):
-    return Rotation.from_rotvec(np.asarray(axis, float) / np.linalg.norm(axis) * angle).as_matrix()
 
 
 def _all_same(a, b):
@@ -39,9 +38,9 @@ def test_registry_names():
 ])
 def test_seeded_and_documented(name, options):
     generate = GENERATORS[name]
-    first = generate(n=4, seed=3, **options)
-    again = generate(n=4, seed=3, **options)
-    other = generate(n=4, seed=4, **options)
+    first = generate(num_samples=4, seed=3, **options)
+    again = generate(num_samples=4, seed=3, **options)
+    other = generate(num_samples=4, seed=4, **options)
     assert len(first) == 4
     assert _all_same(first, again)
     assert not _all_same(first, other)
@@ -51,19 +50,19 @@ def test_seeded_and_documented(name, options):
 
 
 @pytest.mark.parametrize("call, error", [
-    (lambda: perovskite_distortion(n=0), ValueError),
-    (lambda: perovskite_distortion(n=2.5), TypeError),
+    (lambda: perovskite_distortion(num_samples=0), ValueError),
+    (lambda: perovskite_distortion(num_samples=2.5), TypeError),
     (lambda: perovskite_distortion(phase="Pnma"), ValueError),
     (lambda: perovskite_distortion(split="validation"), ValueError),
     (lambda: perovskite_distortion(supercells=(0,)), ValueError),
     (lambda: perovskite_distortion(seed="zero"), TypeError),
-    (lambda: field_md(n=1, species=("Cu", "Xe")), ValueError),
-    (lambda: field_md(n=1, charges={"Cu": 0.3, "Au": 0.3}), ValueError),
-    (lambda: field_md(n=1, num_atoms=7), ValueError),
-    (lambda: field_md(n=1, field=(1.0, 0.0)), ValueError),
-    (lambda: lorentz(n=1, E=(np.nan, 0, 0)), ValueError),
-    (lambda: lorentz(n=1, num_particles=50, box=0.5), ValueError),
-    (lambda: lorentz(n=1, mass_range=(2.0, 1.0)), ValueError),
+    (lambda: field_md(num_samples=1, species=("Cu", "Xe")), ValueError),
+    (lambda: field_md(num_samples=1, charges={"Cu": 0.3, "Au": 0.3}), ValueError),
+    (lambda: field_md(num_samples=1, num_atoms=7), ValueError),
+    (lambda: field_md(num_samples=1, field=(1.0, 0.0)), ValueError),
+    (lambda: lorentz(num_samples=1, E=(np.nan, 0, 0)), ValueError),
+    (lambda: lorentz(num_samples=1, num_particles=50, box=0.5), ValueError),
+    (lambda: lorentz(num_samples=1, mass_range=(2.0, 1.0)), ValueError),
     (lambda: shape_deformation(target="sphere"), ValueError),
     (lambda: shape_deformation(scale_range=(0.0, 1.0)), ValueError),
 ])
@@ -79,7 +78,7 @@ def test_perovskite_compositions_hold_out_combinations_not_species():
     train_a, train_b = {a for a, _ in train}, {b for _, b in train}
     for a, b in test:
         assert a in train_a and b in train_b
-    for atoms in perovskite_distortion(n=30, split="test", supercells=(1,)):
+    for atoms in perovskite_distortion(num_samples=30, split="test", supercells=(1,)):
         a_b = (atoms.get_chemical_symbols()[0], atoms.get_chemical_symbols()[1])
         assert a_b in test
 
@@ -94,7 +93,7 @@ def _spacegroup(atoms, displaced):
 def test_perovskite_input_cubic_target_polar(phase):
     expected = {"P4mm": "P4mm", "Amm2": "Amm2", "R3m": "R3m"}[phase]
     axis_int, residual, _ = PEROVSKITE_PHASES[phase]
-    structures = perovskite_distortion(n=6, seed=1, phase=phase, supercells=(1, 2))
+    structures = perovskite_distortion(num_samples=6, seed=1, phase=phase, supercells=(1, 2))
     for atoms in structures:
         assert _spacegroup(atoms, displaced=False) == "Pm-3m"  # unrattled: Oh site symmetry kept
         assert _spacegroup(atoms, displaced=True) == expected
@@ -107,7 +106,7 @@ def test_perovskite_input_cubic_target_polar(phase):
 
 
 def test_perovskite_magnitudes_depend_on_composition_and_lattice():
-    structures = perovskite_distortion(n=40, seed=0, supercells=(1,))
+    structures = perovskite_distortion(num_samples=40, seed=0, supercells=(1,))
     b_shift = {}
     for atoms in structures:
         b_shift.setdefault(atoms.info["composition"], []).append(
@@ -121,10 +120,9 @@ def test_perovskite_magnitudes_depend_on_composition_and_lattice():
 
 # ----------------------------------------------------------------------------- field_md
 def test_field_md_energy_forces_consistent_and_neutral():
-    from ase.calculators.emt import EMT
 
     field = np.array([0.2, -0.1, 0.4])
-    snapshots = field_md(n=6, seed=2, field=field, frames_per_trajectory=3, equilibration=5, stride=3)
+    snapshots = field_md(num_samples=6, seed=2, field=field, frames_per_trajectory=3, equilibration=5, stride=3)
     for atoms in snapshots:
         q = atoms.get_initial_charges()
         assert abs(q.sum()) < 1e-12
@@ -143,12 +141,9 @@ def test_field_md_energy_forces_consistent_and_neutral():
 
 
 def test_field_md_forces_are_energy_gradient():
-    from ase.calculators.emt import EMT
-    from ase.calculators.mixing import SumCalculator
 
-    from relaxed_e3nn.data.generators import UniformFieldCalculator
 
-    atoms = field_md(n=1, seed=5, frames_per_trajectory=1, equilibration=2, stride=2)[0]
+    atoms = field_md(num_samples=1, seed=5, frames_per_trajectory=1, equilibration=2, stride=2)[0]
     atoms.calc = SumCalculator([EMT(), UniformFieldCalculator([0.0, 0.3, 0.5])])
     forces = atoms.get_forces()
     h, numeric = 1e-5, np.zeros_like(forces)
@@ -184,18 +179,18 @@ def _lorentz_covariance_error(g, sample, E, B, coulomb):
 
 def test_lorentz_targets_and_symmetry():
     E, B = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    samples = lorentz(n=3, seed=1, E=E, B=B, coulomb=0.1)
+    samples = lorentz(num_samples=3, seed=1, E=E, B=B, coulomb=0.1)
     for s in samples:
         q, m, v = s.get_initial_charges(), s.get_masses(), s.arrays["velocities"]
         assert set(np.unique(q)) <= {-1.0, 1.0}
         free = (q / m)[:, None] * (E + np.cross(v, B))
-        assert np.allclose(lorentz(n=3, seed=1, E=E, B=B, coulomb=0.0)[samples.index(s)].arrays["accelerations"],
+        assert np.allclose(lorentz(num_samples=3, seed=1, E=E, B=B, coulomb=0.0)[samples.index(s)].arrays["accelerations"],
                            free, atol=1e-12)
         assert s.info["residual_group"] == "Cs"
         # kept: the mirror normal to B (acts on B as an axial vector: B -> B)
-        assert _lorentz_covariance_error(_mirror(B), s, E, B, 0.1) < 1e-12
+        assert _lorentz_covariance_error(mirror(B), s, E, B, 0.1) < 1e-12
         # broken: rotation by pi about E (flips B), mirror containing E and B (flips B), C2 about B
-        for g in (_rotation(E, np.pi), _mirror(np.cross(E, B)), _rotation(B, np.pi), -np.eye(3)):
+        for g in (rot(E, np.pi), mirror(np.cross(E, B)), rot(B, np.pi), -np.eye(3)):
             assert _lorentz_covariance_error(g, s, E, B, 0.1) > 1e-3
 
 
@@ -209,16 +204,14 @@ def _vertex_permutation(g, vertices):
 
 
 @pytest.mark.parametrize("target, kept, broken", [
-    ("cube", [_rotation([1, 1, 1], 2 * np.pi / 3), _rotation([1, 0, 0], np.pi / 2), -np.eye(3)], []),
-    ("prism", [_rotation([0, 0, 1], np.pi / 2), _mirror([0, 0, 1]), _mirror([1, 1, 0]), -np.eye(3)],
-     [_rotation([1, 1, 1], 2 * np.pi / 3), _rotation([1, 0, 0], np.pi / 2)]),
-    ("irregular", [np.eye(3)], [_rotation([0, 0, 1], np.pi / 2), -np.eye(3), _mirror([0, 0, 1])]),
+    ("cube", [rot([1, 1, 1], 2 * np.pi / 3), rot([1, 0, 0], np.pi / 2), -np.eye(3)], []),
+    ("prism", [rot([0, 0, 1], np.pi / 2), mirror([0, 0, 1]), mirror([1, 1, 0]), -np.eye(3)],
+     [rot([1, 1, 1], 2 * np.pi / 3), rot([1, 0, 0], np.pi / 2)]),
+    ("irregular", [np.eye(3)], [rot([0, 0, 1], np.pi / 2), -np.eye(3), mirror([0, 0, 1])]),
 ])
 def test_shape_targets_keep_documented_symmetry(target, kept, broken):
-    from e3nn import o3
-    import torch
 
-    atoms = shape_deformation(n=1, seed=0, target=target, lmax=4)[0]
+    atoms = shape_deformation(num_samples=1, seed=0, target=target, lmax=4)[0]
     centre = atoms.positions.mean(axis=0)
     vertices = atoms.positions - centre
     u, signal = atoms.arrays["displacements"], atoms.arrays["signal"]
@@ -242,7 +235,7 @@ def test_shape_targets_keep_documented_symmetry(target, kept, broken):
 
 
 def test_shape_prism_geometry():
-    atoms = shape_deformation(n=1, seed=0, target="prism")[0]
+    atoms = shape_deformation(num_samples=1, seed=0, target="prism")[0]
     s = atoms.info["scale"]
     rel = atoms.positions - atoms.positions.mean(axis=0)
     assert np.allclose(rel + atoms.arrays["displacements"], rel * [0.5, 0.5, 2.0])
@@ -251,17 +244,13 @@ def test_shape_prism_geometry():
 
 # ----------------------------------------------------------------------------- CLI
 def test_generate_cli_writes_readable_extxyz(tmp_path, capsys):
-    import ase.io
-    import torch
 
-    from relaxed_e3nn.cli import main
-    from relaxed_e3nn.data import read
 
     out = tmp_path / "lorentz.xyz"
-    assert main(["generate", "lorentz", "--out", str(out), "--n", "3", "--seed", "7",
+    assert main(["generate", "lorentz", "--out", str(out), "--num-samples", "3", "--seed", "7",
                  "-o", "E=[0, 0, 1]", "-o", "B=[0, 0, 2]"]) == 0
     frames = ase.io.read(out, index=":")
-    direct = lorentz(n=3, seed=7, E=(0, 0, 1), B=(0, 0, 2))
+    direct = lorentz(num_samples=3, seed=7, E=(0, 0, 1), B=(0, 0, 2))
     assert len(frames) == 3 and frames[0].info["residual_group"] == "Cinf"
     for a, b in zip(frames, direct):
         assert np.allclose(a.arrays["accelerations"], b.arrays["accelerations"])
@@ -279,7 +268,6 @@ def test_generate_cli_writes_readable_extxyz(tmp_path, capsys):
 
 
 def test_generate_cli_errors_leave_no_file(tmp_path, capsys):
-    from relaxed_e3nn.cli import main
 
     out = tmp_path / "bad.xyz"
     assert main(["generate", "perovskite_distortion", "--out", str(out), "-o", "phase=Pnma"]) == 1
@@ -297,7 +285,7 @@ def test_generate_cli_errors_leave_no_file(tmp_path, capsys):
 def test_lorentz_symmetrize_adds_exact_images():
     from relaxed_e3nn.groups import point_group
 
-    samples = lorentz(n=2, seed=0, E=(0, 0, 1), B=(0, 0, 2), symmetrize=True)
+    samples = lorentz(num_samples=2, seed=0, E=(0, 0, 1), B=(0, 0, 2), symmetrize=True)
     assert len(samples) == 8 and {s.info["symmetrized_by"] for s in samples} == {"C4"}
     base = samples[0]
     images = samples[:4]
@@ -308,14 +296,14 @@ def test_lorentz_symmetrize_adds_exact_images():
         assert len(g) == 1
         assert np.allclose(image.arrays["velocities"], base.arrays["velocities"] @ g[0].T, atol=1e-12)
         assert np.allclose(image.arrays["accelerations"], base.arrays["accelerations"] @ g[0].T, atol=1e-12)
-    crossed = lorentz(n=1, seed=0, E=(1, 0, 0), B=(0, 1, 0), symmetrize=True)
+    crossed = lorentz(num_samples=1, seed=0, E=(1, 0, 0), B=(0, 1, 0), symmetrize=True)
     assert len(crossed) == 2 and np.allclose(crossed[1].positions[:, 1], -crossed[0].positions[:, 1])
     with pytest.raises(TypeError):
-        lorentz(n=1, symmetrize="yes")
+        lorentz(num_samples=1, symmetrize="yes")
 
 
 def test_field_md_symmetrize_adds_exact_images():
-    snapshots = field_md(n=1, seed=0, field=(0.0, 0.0, 0.5), frames_per_trajectory=1, equilibration=2, stride=2,
+    snapshots = field_md(num_samples=1, seed=0, field=(0.0, 0.0, 0.5), frames_per_trajectory=1, equilibration=2, stride=2,
                          symmetrize=True)
     assert len(snapshots) == 8 and snapshots[0].info["symmetrized_by"] == "C4v"
     base = snapshots[0]
@@ -330,12 +318,21 @@ def test_field_md_symmetrize_adds_exact_images():
 
 def test_perovskite_cells_survive_extxyz_exactly(tmp_path):
     """Lattice constants are rounded to 1e-4 Å, so the 8-decimal extxyz text keeps the cells (to 1 ulp)."""
-    import ase.io
 
-    cells = perovskite_distortion(n=10, seed=0, supercells=(1, 2))
+    cells = perovskite_distortion(num_samples=10, seed=0, supercells=(1, 2))
     ase.io.write(tmp_path / "cells.xyz", cells, format="extxyz")
     again = ase.io.read(tmp_path / "cells.xyz", index=":")
     for a, b in zip(cells, again):
         assert np.array_equal(a.cell[:], b.cell[:])
         assert np.abs(a.positions - b.positions).max() <= 4 * np.finfo(float).eps * a.cell[0, 0]
         assert round(a.info["lattice_constant"], 4) == a.info["lattice_constant"]
+
+
+def test_deprecated_count_names_still_work():
+    """``n`` (and box_nbody's ``n_samples`` / ``n_bodies``) warn and give the same data as ``num_samples``."""
+    with pytest.warns(DeprecationWarning, match="'n' is deprecated; use 'num_samples'"):
+        old = lorentz(n=2, seed=1)
+    assert _all_same(old, lorentz(num_samples=2, seed=1))
+    with pytest.raises(ValueError, match="give 'num_samples' only"):
+        lorentz(n=2, num_samples=2)
+    assert main(["generate", "lorentz", "--out", os.devnull, "--n", "1"]) == 0  # the old flag spelling

@@ -330,7 +330,7 @@ def test_bad_inputs():
         ClusterEquivariantLinear(3, 4, CLUSTERS)(torch.randn(9, 3))
     with pytest.raises(ValueError, match="clusters is empty"):
         ClusterEquivariantLinear(3, 4, [])
-    with pytest.raises(ValueError, match="n_samples"):
+    with pytest.raises(ValueError, match="num_samples"):
         bias_variance_gap(torch.eye(4), [0, 0, 1, 1], 5, 1.0)
     with pytest.raises(ValueError, match="k must be an integer"):
         coarsen(nx.path_graph(4), 5)

@@ -1,7 +1,19 @@
-"""The package's layering (DESIGN §3): nothing low imports something high.
+"""The package's layering: nothing low imports something high.
 
-Checked statically on every ``relaxed_e3nn`` import statement of every module, including lazy
-imports inside functions, so a violation cannot hide behind an import that has not run yet.
+The rule, bottom to top:
+
+* ``groups`` (point groups as 3x3 matrices) imports nothing else of the package;
+* ``data`` (graphs, neighbor lists, readers, generators) knows no layer but ``groups``;
+* ``graph`` (permutation symmetry on a fixed graph) imports nothing else of the package;
+* ``nn`` (relaxed layers) and ``symmetry`` (measuring breaking) sit on ``groups`` and ``data``
+  (``symmetry`` also reads ``nn``); ``discrete`` (point-group message passing) on ``groups`` and ``data``;
+* ``models`` sit on ``nn`` and ``discrete``; ``train`` on ``models`` and ``data``; ``cli`` on top.
+
+The private top-level helpers (``_scatter``, ``_atomic``, ``_dtype``, ``_checks``, ``_settings``)
+import nothing of the package's subpackages, so every layer may use them. ``ALLOWED`` below is this
+rule as data. It is checked statically on every ``relaxed_e3nn`` import statement of every module,
+including lazy imports inside functions, so a violation cannot hide behind an import that has not
+run yet.
 """
 import ast
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The neighbour list equals ase's ``neighbor_list("ijS")`` pair for pair, in every geometry."""
+"""The neighbor list equals ase's ``neighbor_list("ijS")`` pair for pair, in every geometry."""
 import numpy as np
 import pytest
 import torch
@@ -92,7 +92,7 @@ def test_edge_vectors_within_cutoff_and_no_self_pairs():
     length = np.linalg.norm(vec, axis=1)
     assert np.all(length < cutoff) and np.all(length > 0)
     self_image = (src == dst)
-    assert self_image.any()  # an atom neighbours its own images ...
+    assert self_image.any()  # an atom neighbors its own images ...
     assert np.all(np.abs(shift[self_image]).sum(axis=1) > 0)  # ... never itself
     # every pair appears in both directions with opposite shift
     forward = set(zip(src.tolist(), dst.tolist(), map(tuple, shift.tolist())))

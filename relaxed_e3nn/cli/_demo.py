@@ -42,9 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _settings(args):
     if args.quick:
-        settings = dict(n_train=16, n_test=8, epochs=3, batch_size=8)
+        settings = dict(num_train=16, num_test=8, epochs=3, batch_size=8)
     else:
-        settings = dict(n_train=96, n_test=32, epochs=80, batch_size=8)
+        settings = dict(num_train=96, num_test=32, epochs=80, batch_size=8)
     if args.epochs is not None:
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
@@ -114,9 +114,9 @@ def run(args) -> int:
     started = time.perf_counter()
     print(f"relaxed-e3nn demo: ideal cubic ABO3 perovskites (input symmetry Oh) -> {_PHASE_TEXT[args.phase]}")
 
-    train_set = perovskite_distortion(n=settings["n_train"], seed=args.seed, phase=args.phase, split="train",
+    train_set = perovskite_distortion(num_samples=settings["num_train"], seed=args.seed, phase=args.phase, split="train",
                                       supercells=(1,))
-    test_set = perovskite_distortion(n=settings["n_test"], seed=args.seed + 1, phase=args.phase, split="test",
+    test_set = perovskite_distortion(num_samples=settings["num_test"], seed=args.seed + 1, phase=args.phase, split="test",
                                      supercells=(1, 2))
     for name, structures in (("train.xyz", train_set), ("test.xyz", test_set)):
         with atomic_write(data_dir / name, mode="w") as handle:

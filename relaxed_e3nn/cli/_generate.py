@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("name", nargs="?", help="generator name (see --list)")
     parser.add_argument("--out", help="output file (.xyz / .extxyz)")
-    parser.add_argument("--n", type=int, default=None, help="number of structures (generator default)")
+    parser.add_argument("--num-samples", "--n", dest="num_samples", type=int, default=None,
+                        help="number of samples (generator default; --n is its deprecated spelling)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                         help="a generator option (repeatable)")
@@ -26,9 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _options_of(function):
-    """Keyword options of a generator other than n and seed, with their defaults."""
+    """Keyword options of a generator other than num_samples and seed, with their defaults."""
     return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if name not in ("n", "seed") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+            if name not in ("num_samples", "seed") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
 def _parse_options(tokens, function, name):
@@ -69,8 +70,8 @@ def run(args) -> int:
         raise ValueError("--out FILE is required")
     function = GENERATORS[args.name]
     kwargs = _parse_options(args.option, function, args.name)
-    if args.n is not None:
-        kwargs["n"] = args.n
+    if args.num_samples is not None:
+        kwargs["num_samples"] = args.num_samples
     try:
         structures = function(seed=args.seed, **kwargs)
     except TypeError as err:  # a wrongly typed option: report it like any other bad value

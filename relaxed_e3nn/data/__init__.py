@@ -1,4 +1,4 @@
-"""Atomic graphs, neighbour lists, readers, batching and data generators."""
+"""Atomic graphs, neighbor lists, readers, batching and data generators."""
 from relaxed_e3nn.data._batch import GraphDataset, collate
 from relaxed_e3nn.data._builders import from_arrays, from_ase, from_pymatgen, read
 from relaxed_e3nn.data._graph import AtomicGraph

@@ -81,7 +81,7 @@ def from_arrays(
     atomic_numbers : array_like
         ``[N]`` integer atomic numbers.
     cutoff : float
-        Neighbour-list radius (Å), positive.
+        Neighbor-list radius (Å), positive.
     cell : array_like, optional
         ``[3, 3]`` lattice vectors as rows (stored as zeros when omitted).
     pbc : bool or array_like of 3 bools, optional
@@ -229,7 +229,7 @@ def from_ase(
     atoms : ase.Atoms
         The structure; its cell and ``pbc`` decide the periodic images.
     cutoff : float
-        Neighbour-list radius (Å).
+        Neighbor-list radius (Å).
     node_features, node_targets : str or sequence of str
         Names of per-atom arrays in ``atoms.arrays`` (e.g. ``"velocities"``, ``"charges"``,
         ``"displacements"``). ``"velocities"`` falls back to ``atoms.get_velocities()`` when
@@ -332,7 +332,7 @@ def from_pymatgen(
         Ordered structure (one species per site). A ``Structure`` keeps its lattice and
         ``lattice.pbc``; a ``Molecule`` has no cell.
     cutoff : float
-        Neighbour-list radius (Å).
+        Neighbor-list radius (Å).
     node_features, node_targets : str or sequence of str
         Names of ``site_properties`` (e.g. ``"magmom"``, ``"charge"``, ``"velocities"``).
     graph_targets : str or sequence of str
@@ -424,7 +424,7 @@ def read(
     path : str or os.PathLike
         The file.
     cutoff : float
-        Neighbour-list radius (Å).
+        Neighbor-list radius (Å).
     index : int, str or slice
         Which structures, in ase's syntax (``":"`` all, ``-1`` the last, ``"0:10"``).
     format : {"extxyz", "cif", "traj", "vasp"}, optional

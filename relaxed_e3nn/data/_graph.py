@@ -1,4 +1,4 @@
-"""The atomic graph: one structure (or a batch of them) with its neighbour list."""
+"""The atomic graph: one structure (or a batch of them) with its neighbor list."""
 from dataclasses import dataclass, field, fields, replace
 from typing import Dict, Optional
 
@@ -11,7 +11,7 @@ __all__ = ["AtomicGraph"]
 class AtomicGraph:
     r"""Atoms, their cell and their directed edges, for one structure or a batch of them.
 
-    Edge convention (the e3nn ``gate_points`` one): an edge goes from the neighbour that
+    Edge convention (the e3nn ``gate_points`` one): an edge goes from the neighbor that
     sends, ``edge_src``, to the centre that receives, ``edge_dst``, and
 
     .. math::
@@ -46,7 +46,7 @@ class AtomicGraph:
     graph_targets : dict of str to torch.Tensor
         Per-graph targets, e.g. ``"energy"`` ``[B]``, ``"stress"`` ``[B, 3, 3]``.
     cutoff : float
-        The radius the neighbour list was built with.
+        The radius the neighbor list was built with.
     """
 
     pos: torch.Tensor

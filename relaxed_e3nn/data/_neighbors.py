@@ -1,4 +1,4 @@
-"""Neighbour lists for molecules, slabs, wires and bulk crystals."""
+"""Neighbor lists for molecules, slabs, wires and bulk crystals."""
 from typing import Tuple
 
 import numpy as np
@@ -77,7 +77,7 @@ def neighbor_list(
     :math:`\mathbf{S}` is zero along non-periodic directions. This is ase's
     ``neighbor_list("ijS")`` with ``i = dst`` (the centre) and ``j = src``, pair for pair;
     periodic cells are searched with matscipy's linear-scaling cell list. A cutoff longer than the cell
-    gives all the images it reaches (an atom may neighbour its own image, never itself
+    gives all the images it reaches (an atom may neighbor its own image, never itself
     with zero shift).
 
     Non-periodic directions need no cell vector: molecules (``cell=None`` or ``pbc`` all
@@ -111,7 +111,7 @@ def neighbor_list(
         zero length along a periodic direction), mismatched shapes, or two distinct atoms
         at the same point.
     """
-    from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
+    from matscipy.neighbours import neighbour_list as _matscipy_neighbor_list
 
     positions = _as_array("positions", positions, (None, 3))
     if not np.all(np.isfinite(positions)):
@@ -167,7 +167,7 @@ def neighbor_list(
         search_positions += (cutoff - low) * direction
         search_cell[row] = (extent + 2.0 * cutoff) * direction
 
-    dst, src, shift, distance = _matscipy_neighbour_list(
+    dst, src, shift, distance = _matscipy_neighbor_list(
         "ijSd", positions=search_positions, cell=search_cell, pbc=pbc, cutoff=cutoff
     )
     dst = dst.astype(np.int64, copy=False)

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from relaxed_e3nn._scatter import scatter
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import PointGroupMessagePassing, _mlp
 from relaxed_e3nn.groups import point_group
@@ -359,13 +360,14 @@ class EGNN(_DynamicsModel):
         return layer(features, pos, vel, edge_src, edge_dst, edge_attr)
 
 
-def fully_connected_batch(n_systems: int, n_bodies: int, device=None):
-    """Edges of ``n_systems`` fully connected graphs of ``n_bodies`` nodes (no self-loops), and the batch vector."""
-    i, j = torch.meshgrid(torch.arange(n_bodies), torch.arange(n_bodies), indexing="ij")
+@renamed_arguments(n_systems="num_systems", n_bodies="num_bodies")
+def fully_connected_batch(num_systems: int, num_bodies: int, device=None):
+    """Edges of ``num_systems`` fully connected graphs of ``num_bodies`` nodes (no self-loops), and the batch vector."""
+    i, j = torch.meshgrid(torch.arange(num_bodies), torch.arange(num_bodies), indexing="ij")
     keep = i != j
     src, dst = j[keep], i[keep]
-    offsets = (torch.arange(n_systems) * n_bodies)[:, None]
+    offsets = (torch.arange(num_systems) * num_bodies)[:, None]
     edge_src = (src[None] + offsets).reshape(-1).to(device)
     edge_dst = (dst[None] + offsets).reshape(-1).to(device)
-    batch = torch.arange(n_systems).repeat_interleave(n_bodies).to(device)
+    batch = torch.arange(num_systems).repeat_interleave(num_bodies).to(device)
     return edge_src, edge_dst, batch

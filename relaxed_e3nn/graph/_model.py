@@ -21,7 +21,7 @@ class ApproxEquivariantGNN(nn.Module):
         \qquad \hat A = D^{-1/2} A D^{-1/2},
 
     where :math:`L_\ell` is cluster-equivariant and the message-passing term (present only
-    when ``adjacency`` is given) aggregates neighbours along the fixed graph; a last
+    when ``adjacency`` is given) aggregates neighbors along the fixed graph; a last
     :class:`ClusterEquivariantLinear` (plus message passing) maps to the outputs. The network
     is exactly equivariant to every node permutation that keeps each node in its cluster and,
     with message passing, is also an automorphism of the graph; choosing clusters sets how

@@ -4,6 +4,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.graph._clusters import cluster_labels, equivariant_dimension
 
 __all__ = ["project", "projector", "bias_variance_gap"]
@@ -105,10 +106,11 @@ def projector(clusters, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     return b @ b.T
 
 
-def bias_variance_gap(weight: torch.Tensor, clusters, n_samples: int, noise_std: float) -> float:
+@renamed_arguments(n_samples="num_samples")
+def bias_variance_gap(weight: torch.Tensor, clusters, num_samples: int, noise_std: float) -> float:
     r"""Expected gain in squared error of the G-equivariant least-squares estimator.
 
-    Model: ``n_samples`` pairs :math:`y = W x + \varepsilon` with :math:`x \sim N(0, I_N)`,
+    Model: ``num_samples`` pairs :math:`y = W x + \varepsilon` with :math:`x \sim N(0, I_N)`,
     :math:`\varepsilon \sim N(0, \sigma^2 I_N)`, :math:`W \in \mathbb{R}^{N\times N}` acting on
     the ``N`` nodes. The unconstrained estimator is least squares
     :math:`\hat W = Y X^\top (X X^\top)^{-1}`, the equivariant one its projection
@@ -141,7 +143,7 @@ def bias_variance_gap(weight: torch.Tensor, clusters, n_samples: int, noise_std:
         ``[N, N]`` true map :math:`W`.
     clusters : sequence
         ``N`` cluster labels.
-    n_samples : int
+    num_samples : int
         Training pairs ``n``, more than ``N + 1``.
     noise_std : float
         :math:`\sigma \ge 0`.
@@ -152,11 +154,11 @@ def bias_variance_gap(weight: torch.Tensor, clusters, n_samples: int, noise_std:
     """
     labels, _ = cluster_labels(clusters)
     size = labels.shape[0]
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= size + 1:
-        raise ValueError(f"bias_variance_gap: n_samples must be an integer > N + 1 = {size + 1}, got {n_samples!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples <= size + 1:
+        raise ValueError(f"bias_variance_gap: num_samples must be an integer > N + 1 = {size + 1}, got {num_samples!r}")
     if not np.isfinite(noise_std) or noise_std < 0:
         raise ValueError(f"bias_variance_gap: noise_std must be finite and >= 0, got {noise_std!r}")
     weight = torch.as_tensor(weight)
     residual = weight - project(weight, labels)
-    variance = noise_std**2 * (size * size - equivariant_dimension(labels)) / (n_samples - size - 1)
+    variance = noise_std**2 * (size * size - equivariant_dimension(labels)) / (num_samples - size - 1)
     return float(variance - residual.pow(2).sum())

@@ -2,7 +2,7 @@
 
 Each generator lives in its own private module and is registered in ``GENERATORS`` by name,
 so ``relaxed-e3nn generate NAME`` and a training config's ``{generator: NAME, ...}`` find it. A generator is
-called as ``GENERATORS[name](n=..., seed=..., **options)`` and returns a list of
+called as ``GENERATORS[name](num_samples=..., seed=..., **options)`` and returns a list of
 ``ase.Atoms`` whose ``info`` documents the known answer: ``parent_group`` (the symmetry of the
 inputs), ``residual_group`` (the symmetry that the targets keep) and ``axis``.
 

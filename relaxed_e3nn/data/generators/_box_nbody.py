@@ -29,6 +29,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from relaxed_e3nn._settings import renamed_arguments
+
 __all__ = ["BoxDynamicsData", "box_nbody", "box_nbody_atoms", "simulate_box_nbody", "box_point_group"]
 
 _INTERACTIONS = ("coulomb", "gravity")
@@ -277,9 +279,10 @@ def simulate_box_nbody(
     return pos, vel
 
 
+@renamed_arguments(n_samples="num_samples", n_bodies="num_bodies")
 def box_nbody(
-    n_samples: int = 200,
-    n_bodies: int = 5,
+    num_samples: int = 200,
+    num_bodies: int = 5,
     half_widths: Sequence[float] = (5.0, 4.0, 3.0),
     interaction: str = "coulomb",
     speed: float = 0.5,
@@ -292,7 +295,7 @@ def box_nbody(
     softening: float = 0.1,
     seed: int = 0,
 ) -> BoxDynamicsData:
-    """Simulate ``n_samples`` independent systems of ``n_bodies`` particles in a box.
+    """Simulate ``num_samples`` independent systems of ``num_bodies`` particles in a box.
 
     Initial positions are uniform in the box (open axes: within the largest finite half-width),
     velocities have magnitude ``speed`` in uniformly random directions (in the plane when
@@ -302,7 +305,7 @@ def box_nbody(
 
     Parameters
     ----------
-    n_samples, n_bodies : int
+    num_samples, num_bodies : int
         Number of systems and of particles per system.
     half_widths : sequence of float
         Box half-widths ``(L_x, L_y, L_z)`` (``(L_x, L_y)`` allowed when ``planar``); ``math.inf``
@@ -327,14 +330,14 @@ def box_nbody(
 
     Examples
     --------
-    >>> data = box_nbody(n_samples=4, half_widths=(5, 4, 3), input_frame=1, target_frame=2)
+    >>> data = box_nbody(num_samples=4, half_widths=(5, 4, 3), input_frame=1, target_frame=2)
     >>> data.positions.shape, data.group_name
     ((4, 5, 3), 'D2h')
     """
     if interaction not in _INTERACTIONS:
         raise ValueError(f"box_nbody: interaction must be one of {_INTERACTIONS}, got {interaction!r}")
-    if int(n_samples) < 1 or int(n_bodies) < 2:
-        raise ValueError(f"box_nbody: need n_samples >= 1 and n_bodies >= 2, got {n_samples}, {n_bodies}")
+    if int(num_samples) < 1 or int(num_bodies) < 2:
+        raise ValueError(f"box_nbody: need num_samples >= 1 and num_bodies >= 2, got {num_samples}, {num_bodies}")
     if not (0 <= int(input_frame) < int(target_frame)):
         raise ValueError(
             f"box_nbody: need 0 <= input_frame < target_frame, got {input_frame}, {target_frame}"
@@ -359,16 +362,16 @@ def box_nbody(
 
     rng = np.random.default_rng(seed)
     extent = np.array([w if math.isfinite(w) else max(finite) for w in widths])
-    pos = center + rng.uniform(-1.0, 1.0, size=(n_samples, n_bodies, 3)) * extent
-    direction = rng.normal(size=(n_samples, n_bodies, 3))
+    pos = center + rng.uniform(-1.0, 1.0, size=(num_samples, num_bodies, 3)) * extent
+    direction = rng.normal(size=(num_samples, num_bodies, 3))
     if planar:
         pos[..., 2] = center[2]
         direction[..., 2] = 0.0
     vel = speed * direction / np.linalg.norm(direction, axis=-1, keepdims=True)
     if interaction == "coulomb":
-        charges = rng.choice([-1.0, 1.0], size=(n_samples, n_bodies))
+        charges = rng.choice([-1.0, 1.0], size=(num_samples, num_bodies))
     else:
-        charges = rng.uniform(0.5, 1.5, size=(n_samples, n_bodies))
+        charges = rng.uniform(0.5, 1.5, size=(num_samples, num_bodies))
     sim_widths = np.array(widths)
     if planar:
         sim_widths[2] = np.inf  # no forces along z, nothing to reflect
@@ -400,7 +403,8 @@ def box_nbody(
     )
 
 
-def box_nbody_atoms(n: int = 200, seed: int = 0, **options) -> list:
+@renamed_arguments(n="num_samples")
+def box_nbody_atoms(num_samples: int = 200, seed: int = 0, **options) -> list:
     """``box_nbody`` as a list of ``ase.Atoms`` (the ``GENERATORS`` calling convention).
 
     Each system becomes one non-periodic ``Atoms`` of hydrogen placeholders with the input-frame
@@ -412,7 +416,7 @@ def box_nbody_atoms(n: int = 200, seed: int = 0, **options) -> list:
     """
     from ase import Atoms
 
-    data = box_nbody(n_samples=n, seed=seed, **options)
+    data = box_nbody(num_samples=num_samples, seed=seed, **options)
     structures = []
     for k in range(len(data)):
         atoms = Atoms(

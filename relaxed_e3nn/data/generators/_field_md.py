@@ -24,6 +24,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import (
     check_bool, check_count, check_positive, check_vector, make_rng,
 )
@@ -74,7 +75,8 @@ def _compact_fcc_cluster(num_atoms: int, lattice: float, rng: np.random.Generato
     return positions @ rotation.T
 
 
-def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0, 0.5),
+@renamed_arguments(n="num_samples")
+def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0, 0.5),
              species: Sequence[str] = ("Cu", "Au"), charges: Optional[Mapping[str, float]] = None,
              num_atoms: Union[int, Sequence[int]] = 8, temperature: float = 600.0,
              frames_per_trajectory: int = 10, stride: int = 10, equilibration: int = 40,
@@ -83,7 +85,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
 
     Parameters
     ----------
-    n : int
+    num_samples : int
         Number of snapshots.
     seed : int
         Seeds cluster shapes, orientations, compositions and the thermostat.
@@ -106,7 +108,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
     symmetrize : bool
         Follow every snapshot by its images under ``C4v`` about the field (positions and forces
         rotated, energy unchanged; ``info["symmetrized_by"]``), making the dataset as a set exactly
-        ``C4v``-invariant; ``n`` then counts MD snapshots and ``8 n`` structures are returned.
+        ``C4v``-invariant; ``num_samples`` then counts MD snapshots and ``8 num_samples`` structures are returned.
 
     Returns
     -------
@@ -119,7 +121,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
     from ase.calculators.mixing import SumCalculator
     from ase.md.langevin import Langevin
 
-    n = check_count("n", n)
+    num_samples = check_count("num_samples", num_samples)
     field = check_vector("field", field)
     species = list(species) if not isinstance(species, str) else [species]
     if len(species) != 2 or len(set(species)) != 2:
@@ -152,7 +154,7 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
     subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])
 
     snapshots: List[Atoms] = []
-    while len(snapshots) < n * len(elements):
+    while len(snapshots) < num_samples * len(elements):
         size = sizes[int(rng.integers(len(sizes)))]
         symbols = np.array([species[0]] * (size // 2) + [species[1]] * (size // 2))
         symbols = list(rng.permutation(symbols))
@@ -183,6 +185,6 @@ def field_md(n: int = 100, seed: int = 0, *, field: Sequence[float] = (0.0, 0.0,
                 })
                 frame.arrays["REF_forces"] = forces @ g.T
                 snapshots.append(frame)
-            if len(snapshots) == n * len(elements):
+            if len(snapshots) == num_samples * len(elements):
                 break
     return snapshots

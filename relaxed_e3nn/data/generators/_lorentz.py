@@ -26,6 +26,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import (
     check_bool, check_count, check_positive, check_range, check_vector, make_rng,
 )
@@ -93,7 +94,8 @@ def lorentz_residual_group(electric, magnetic, atol: float = 1e-9) -> Tuple[str,
     return "C1", z
 
 
-def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0),
+@renamed_arguments(n="num_samples")
+def lorentz(num_samples: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0),
             B: Sequence[float] = (0.0, 1.0, 0.0), num_particles: int = 5, box: float = 2.0,
             min_distance: float = 0.8, coulomb: float = 0.1, speed: float = 1.0,
             mass_range: Sequence[float] = (1.0, 3.0), symbol: str = "H",
@@ -102,7 +104,7 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
 
     Parameters
     ----------
-    n : int
+    num_samples : int
         Number of samples.
     seed : int
         Seeds positions, velocities, charges and masses.
@@ -125,15 +127,15 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
     symmetrize : bool
         Follow every sample by its images under a finite subgroup of the residual group
         (``C4`` for ``Cinf``, the mirror for ``Cs``, ...; ``info["symmetrized_by"]``), so that the
-        dataset as a set is exactly invariant under it; ``n`` then counts independent samples
-        and ``n * |subgroup|`` structures are returned.
+        dataset as a set is exactly invariant under it; ``num_samples`` then counts independent samples
+        and ``num_samples * |subgroup|`` structures are returned.
 
     Returns
     -------
     list of ase.Atoms
         See the module docstring for the stored keys.
     """
-    n = check_count("n", n)
+    num_samples = check_count("num_samples", num_samples)
     electric = check_vector("E", E)
     magnetic = check_vector("B", B)
     num_particles = check_count("num_particles", num_particles)
@@ -150,7 +152,7 @@ def lorentz(n: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0, 0.0, 0.0)
     subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])
 
     samples = []
-    for _ in range(n):
+    for _ in range(num_samples):
         positions = np.empty((0, 3))
         for _attempt in range(10000):
             if len(positions) == num_particles:

@@ -38,6 +38,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import check_choice, check_count, check_positive, make_rng
 
 __all__ = ["perovskite_distortion", "perovskite_compositions", "PEROVSKITE_PHASES"]
@@ -94,7 +95,7 @@ def _displacements(a_species: str, b_species: str, lattice: float, frac: np.ndar
     out[0] = delta_a * direction
     out[1] = delta_b * direction
     for k in range(2, 5):
-        # the O at a face centre bonds its B neighbour along the axis where its coordinate is 0
+        # the O at a face centre bonds its B neighbor along the axis where its coordinate is 0
         bond = (np.abs(frac[k] - 0.5) > 0.25).astype(np.float64)
         out[k] = -delta_b * (0.3 + 0.4 * float(bond @ direction) ** 2) * direction
     return out
@@ -115,13 +116,14 @@ def _cubic_cell(a_species: str, b_species: str):
     return tuple(symbols), frac
 
 
-def perovskite_distortion(n: int = 100, seed: int = 0, *, phase: str = "P4mm", split: str = "train",
+@renamed_arguments(n="num_samples")
+def perovskite_distortion(num_samples: int = 100, seed: int = 0, *, phase: str = "P4mm", split: str = "train",
                           supercells: Sequence[int] = (1, 2), strain: float = 0.04) -> List[Atoms]:
     r"""Ideal cubic ABO3 cells with the displacement targets of a ferroelectric phase.
 
     Parameters
     ----------
-    n : int
+    num_samples : int
         Number of structures.
     seed : int
         Seed of the composition, strain and supercell choices.
@@ -142,7 +144,7 @@ def perovskite_distortion(n: int = 100, seed: int = 0, *, phase: str = "P4mm", s
         (``"Oh"``), ``residual_group`` (``"C4v"``, ``"C2v"`` or ``"C3v"``) and ``axis`` (unit
         polar axis).
     """
-    n = check_count("n", n)
+    num_samples = check_count("num_samples", num_samples)
     phase = check_choice("phase", phase, list(PEROVSKITE_PHASES))
     split = check_choice("split", split, ["train", "test", "all"])
     strain = check_positive("strain", strain, allow_zero=True)
@@ -162,7 +164,7 @@ def perovskite_distortion(n: int = 100, seed: int = 0, *, phase: str = "P4mm", s
     direction /= np.linalg.norm(direction)
 
     structures = []
-    for _ in range(n):
+    for _ in range(num_samples):
         a_species, b_species = pool[int(rng.integers(len(pool)))]
         r_a, r_b = _RADIUS_A[a_species], _RADIUS_B[b_species]
         a0 = 0.5 * (2.0 * (r_b + _RADIUS_O) + np.sqrt(2.0) * (r_a + _RADIUS_O))

@@ -21,6 +21,7 @@ from typing import List, Tuple
 import numpy as np
 from ase import Atoms
 
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import check_choice, check_count, check_positive, check_range, make_rng
 
 __all__ = ["shape_deformation", "SHAPE_TARGETS"]
@@ -53,13 +54,14 @@ def _spherical_signal(directions: np.ndarray, lmax: int) -> Tuple[np.ndarray, st
     return values.numpy(), str(irreps)
 
 
-def shape_deformation(n: int = 16, seed: int = 0, *, target: str = "prism", lmax: int = 4,
+@renamed_arguments(n="num_samples")
+def shape_deformation(num_samples: int = 16, seed: int = 0, *, target: str = "prism", lmax: int = 4,
                       scale_range: Tuple[float, float] = (0.5, 1.5), translate: float = 1.0) -> List[Atoms]:
     r"""Cubes with per-vertex targets of a deformation into ``target``.
 
     Parameters
     ----------
-    n : int
+    num_samples : int
         Number of samples (cubes of different sizes and centres).
     seed : int
         Seeds the sizes and centres.
@@ -79,7 +81,7 @@ def shape_deformation(n: int = 16, seed: int = 0, *, target: str = "prism", lmax
         ``arrays["signal"]`` and ``info`` keys ``target``, ``scale``, ``signal_irreps``,
         ``parent_group`` (``"Oh"``), ``residual_group`` and ``axis``.
     """
-    n = check_count("n", n)
+    num_samples = check_count("num_samples", num_samples)
     target = check_choice("target", target, list(SHAPE_TARGETS))
     lmax = check_count("lmax", lmax, minimum=0)
     low, high = check_range("scale_range", scale_range)
@@ -90,7 +92,7 @@ def shape_deformation(n: int = 16, seed: int = 0, *, target: str = "prism", lmax
     signal, signal_irreps = _spherical_signal(deformed, lmax)
 
     samples = []
-    for _ in range(n):
+    for _ in range(num_samples):
         scale = float(rng.uniform(low, high))
         centre = rng.uniform(-translate, translate, size=3)
         atoms = Atoms(symbols=["C"] * 8, positions=scale * _CUBE + centre)

@@ -1,4 +1,4 @@
-"""Neighbour-list construction: relaxed_e3nn (matscipy cell list) vs ase's ``neighbor_list``.
+"""Neighbor-list construction: relaxed_e3nn (matscipy cell list) vs ase's ``neighbor_list``.
 
 A rattled 1008-atom fcc Cu cell (7 x 6 x 6 cubic cells), 5 A cutoff: indices and shifts.
 Prints the median of repeats for each and the speed-up; both are timed in this process.
@@ -35,7 +35,7 @@ def main():
     i, j, S = ase_neighbor_list("ijS", atoms, cutoff)
     ours = sorted(zip(dst.tolist(), src.tolist(), map(tuple, shift.tolist())))
     theirs = sorted(zip(i.tolist(), j.tolist(), map(tuple, S.tolist())))
-    assert ours == theirs, "neighbour lists differ"
+    assert ours == theirs, "neighbor lists differ"
 
     t_ours = median_time(lambda: neighbor_list(positions, cutoff, cell=cell, pbc=pbc), repeats=15)
     t_graph = median_time(lambda: from_ase(atoms, cutoff), repeats=15)
