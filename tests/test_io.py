@@ -1,13 +1,24 @@
 """relaxed_e3nn.save / load and the model payload: bitwise round trip, clear errors on bad files."""
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 import relaxed_e3nn
 from relaxed_e3nn.data import collate, from_ase
-from relaxed_e3nn.models import FORMAT_VERSION, RelaxedNetwork, load, model_from_dict, model_to_dict, save
+from relaxed_e3nn.models import (
+    FORMAT_VERSION,
+    METADATA_KEYS,
+    RelaxedNetwork,
+    load,
+    model_from_dict,
+    model_to_dict,
+    save,
+    state_checksum,
+)
 from relaxed_e3nn.nn import relaxed_parameters
 from test_models import CUTOFF, broken_theta, crystal, energy_errors, make, molecule, random_orthogonal
 
@@ -154,3 +165,93 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
         save(model, path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.pt"]
+
+
+# --------------------------------------------------------------------------- format versions
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _fixture_module():
+    """tests/data/make_format1_fixture.py (the inputs the format-1 files were evaluated on)."""
+    spec = importlib.util.spec_from_file_location("make_format1_fixture", DATA / "make_format1_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_close_or_both_nan(actual: torch.Tensor, expected: torch.Tensor, atol: float):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert torch.equal(torch.isnan(actual), torch.isnan(expected))
+    assert float((actual.nan_to_num() - expected.nan_to_num()).abs().max()) <= atol
+
+
+def test_format1_relaxed_network_file_still_loads_and_reproduces_its_outputs():
+    payload = torch.load(DATA / "model_format1.pt", weights_only=True)
+    assert payload["format_version"] == 1 and "atomic_energies" in payload["config"]
+    model = load(DATA / "model_format1.pt")
+    assert model.metadata == {} and model.config.num_layers == 1
+    assert model.atomic_energies.tolist() == [-13.6, -2041.5] and float(model.scale) == 0.75
+    assert not model.config.frame_is_identity
+    assert any(float(theta.detach().abs().max()) > 0.1 for _, _, theta in relaxed_parameters(model))
+    expected = torch.load(DATA / "model_format1_expected.pt", weights_only=True)
+    out = outputs(model, _fixture_module().fixture_graph())
+    assert out.keys() == expected.keys()
+    for key in expected:
+        assert_close_or_both_nan(out[key], expected[key], atol=1e-12)
+    # negative control: the same file read with its fitted shifts dropped no longer matches
+    model.set_atomic_energies([0.0, 0.0])
+    assert float((outputs(model, _fixture_module().fixture_graph())["energy"] - expected["energy"]).abs().max()) > 1
+
+
+def test_format1_degnn_file_still_loads_and_reproduces_its_outputs():
+    model = load(DATA / "degnn_format1.pt", kind="DEGNN")
+    expected = torch.load(DATA / "degnn_format1_expected.pt", weights_only=True)["pos"]
+    out = model(*_fixture_module().degnn_inputs()).detach()
+    assert_close_or_both_nan(out, expected, atol=1e-12)
+
+
+def test_format2_checksum_and_metadata(tmp_path):
+    model = make(torch.float64, relaxed=True)
+    payload = model_to_dict(model)
+    assert payload["format_version"] == FORMAT_VERSION == 2
+    assert payload["sha256"] == state_checksum(model.state_dict())
+    assert not set(METADATA_KEYS) & set(payload)  # optional entries only when set
+
+    metadata = {"symmetry": {"parent": "Oh", "kept": "C4v", "p_value": 0.01},
+                "data_keys": {"energy": "REF_energy", "forces": "REF_forces"},
+                "recipe": {"host": "gate_points_2101", "irreps_relaxed": 2}}
+    path = tmp_path / "model.pt"
+    save(model, path, metadata=metadata)
+    assert torch.load(path, weights_only=True)["data_keys"] == metadata["data_keys"]
+    loaded = load(path)
+    assert loaded.metadata == metadata
+    save(loaded, tmp_path / "again.pt")  # a loaded model keeps its metadata
+    assert load(tmp_path / "again.pt").metadata == metadata
+
+    tampered = torch.load(path, weights_only=True)
+    name = next(k for k in tampered["state_dict"] if k.endswith("theta.theta"))
+    tampered["state_dict"][name][1] += 1e-9
+    torch.save(tampered, tmp_path / "tampered.pt")
+    with pytest.raises(ValueError, match="tampered.pt: checksum mismatch"):
+        load(tmp_path / "tampered.pt")
+    unsummed = {k: v for k, v in torch.load(path, weights_only=True).items() if k != "sha256"}
+    with pytest.raises(ValueError, match="missing entries.*sha256"):
+        model_from_dict(unsummed)
+    for bad, message in (({"colour": {}}, "unknown metadata key 'colour'"),
+                         ({"recipe": "gate_points"}, r"metadata\['recipe'\] must be a dict"),
+                         ({"symmetry": {"R": torch.eye(3)}}, "plain JSON data")):
+        with pytest.raises(ValueError, match=message):
+            save(model, tmp_path / "bad.pt", metadata=bad)
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_config_dicts_with_former_fields_seed_the_buffers():
+    d = dict(make(torch.float64).config.to_dict(), atomic_energies=[1.0, 2.0, 3.0, 4.0, 5.0], scale=0.5)
+    d["layers"] = d.pop("num_layers")
+    with pytest.warns(DeprecationWarning) as record:
+        model = RelaxedNetwork(d, dtype=torch.float64)
+    messages = " ".join(str(w.message) for w in record)
+    assert "'layers' is deprecated" in messages and "no longer config fields" in messages
+    assert model.atomic_energies.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0] and float(model.scale) == 0.5
+    assert "atomic_energies" not in model.config.to_dict() and model.config.initial_buffers == {}
+    assert "atomic_energies" not in model_to_dict(model)["config"]

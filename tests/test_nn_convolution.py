@@ -8,7 +8,14 @@ from e3nn.nn.models import gate_points_2101
 from e3nn.nn.models.v2106 import points_convolution
 
 from relaxed_e3nn._dtype import default_dtype
-from relaxed_e3nn.nn import RelaxedConvolution, RelaxedWeights, relax, relaxed_parameters, rotate
+from relaxed_e3nn.nn import (
+    RelaxedConvolution,
+    RelaxedWeights,
+    load_equivariant_state,
+    relax,
+    relaxed_parameters,
+    rotate,
+)
 from test_nn_helpers import (
     cached_conv,
     complete_graph,
@@ -226,6 +233,40 @@ def test_from_equivariant_rejects_other_modules():
     conv = cached_conv("small", torch.float64)
     with pytest.raises(TypeError, match="already"):
         RelaxedConvolution.from_equivariant(conv)
+
+
+def test_fc_neurons_is_the_v2106_way_of_giving_the_radial_sizes(dtype):
+    args = ("4x0e+2x1o", "0e", "0e+1o+2e", "4x0e+2x1o")
+    with default_dtype(dtype):
+        torch.manual_seed(0)
+        separate = RelaxedConvolution(*args, 5, 2, 7, 3.0)
+        torch.manual_seed(0)
+        joint = RelaxedConvolution(*args, fc_neurons=[5, 7, 7], num_neighbors=3.0)
+    assert joint.fc_neurons == separate.fc_neurons == [5, 7, 7] and joint.fc.hs == separate.fc.hs
+    state = separate.state_dict()
+    assert state.keys() == joint.state_dict().keys()
+    assert all(torch.equal(v, joint.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match="not both"):
+        RelaxedConvolution(*args, 5, 2, 7, 3.0, fc_neurons=[5, 7])
+    with pytest.raises(ValueError, match="fc_neurons must be"):
+        RelaxedConvolution(*args, fc_neurons=[5, 0], num_neighbors=3.0)
+    with pytest.raises(ValueError, match="num_neighbors is required"):
+        RelaxedConvolution(*args, fc_neurons=[5, 7])
+
+
+def test_load_equivariant_state_allows_only_relaxed_weights_to_be_missing():
+    conv = gate_points_2101.Convolution("4x0e+2x1o", "0e", "0e+1o+2e", "4x0e+2x1o", 5, 1, 8, 3.0)
+    relaxed = RelaxedConvolution("4x0e+2x1o", "0e", "0e+1o+2e", "4x0e+2x1o", 5, 1, 8, 3.0)
+    load_equivariant_state(relaxed, conv.state_dict(), "here")
+    assert torch.equal(relaxed.fc.state_dict()["layer0.weight"], conv.fc.state_dict()["layer0.weight"])
+    with pytest.raises(ValueError, match=r"here: .*unexpected \['extra'\]"):
+        load_equivariant_state(relaxed, {**conv.state_dict(), "extra": torch.zeros(1)}, "here")
+    incomplete = {k: v for k, v in conv.state_dict().items() if not k.startswith("lin2.")}
+    with pytest.raises(ValueError, match=r"missing \['lin2\.weight'"):
+        load_equivariant_state(relaxed, incomplete, "here")
+    other = gate_points_2101.Convolution("4x0e+2x1o", "0e", "0e+1o+2e", "4x0e+2x1o", 5, 1, 9, 3.0)
+    with pytest.raises(ValueError, match="do not fit the relaxed model"):
+        load_equivariant_state(relaxed, other.state_dict(), "here")
 
 
 def _network_input(num_nodes, dtype):
