@@ -241,3 +241,47 @@ def test_docstring_examples():
     for module in (groups, _elements, _point_group):
         result = doctest.testmod(module, verbose=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_rotation_about_matches_scipy_and_broadcasts():
+    from relaxed_e3nn.groups import rotation_about
+
+    rng = np.random.default_rng(0)
+    axes = rng.normal(size=(5, 3))
+    angles = rng.uniform(-math.pi, math.pi, size=5)
+    R = rotation_about(axes, angles)
+    assert R.shape == (5, 3, 3)
+    unit = axes / np.linalg.norm(axes, axis=1, keepdims=True)
+    ref = Rotation.from_rotvec(unit * angles[:, None]).as_matrix()
+    assert np.abs(R - ref).max() < 1e-14
+    # one axis, one angle -> one matrix; the axis is normalised; several angles about one axis
+    assert np.abs(rotation_about(3 * Z, math.pi / 2) - rot(Z, math.pi / 2)).max() < 1e-14
+    assert rotation_about(Z, angles).shape == (5, 3, 3)
+    # negative control: the opposite angle is the inverse, not the same rotation
+    assert np.abs(rotation_about(axes[0], -angles[0]) - R[0]).max() > 0.1
+    assert np.abs(rotation_about(axes[0], -angles[0]) @ R[0] - np.eye(3)).max() < 1e-14
+
+
+def test_as_point_group_reads_every_group_argument():
+    from ase.build import molecule
+
+    from relaxed_e3nn.groups import as_point_group
+
+    c4v = point_group("C4v")
+    assert as_point_group(c4v) is c4v
+    assert as_point_group("D3d") == point_group("D3d")
+    assert as_point_group(None) is None
+    assert as_point_group(None, default="O3") == point_group("O3")
+    assert as_point_group(molecule("CH4")).schoenflies == "Td"
+    with pytest.raises(TypeError, match="within must be a PointGroup"):
+        as_point_group(3, "within")
+    with pytest.raises(ValueError, match="unknown point group"):
+        as_point_group("Q7")
+
+
+def test_orthogonality_check_names_the_bad_matrix():
+    from relaxed_e3nn.groups import point_group_from_elements
+
+    mats = np.stack([np.eye(3), np.diag([1.0, 1.0, 1.001])])
+    with pytest.raises(ValueError, match="mats must be orthogonal.*matrix 1 has error"):
+        point_group_from_elements(mats)

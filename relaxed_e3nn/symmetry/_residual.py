@@ -74,7 +74,7 @@ class ResidualSymmetry:
     lmax : int
         Largest ``l`` with a nonzero non-``0e`` part.
     resolution : int
-        Largest finite axis order that can be resolved, ``min(lmax, 8)``.
+        Largest finite axis order that can be resolved, ``min(lmax, 8)`` (derived from ``lmax``).
     axes : list of dict
         The group's symmetry elements as ``{"symbol", "axis"}`` (one per distinct axis and kind).
     """
@@ -86,8 +86,12 @@ class ResidualSymmetry:
     scale: float
     max_error: float
     lmax: int
-    resolution: int
     axes: List[dict] = field(default_factory=list)
+
+    @property
+    def resolution(self) -> int:
+        """Largest resolvable finite axis order: no ``m = ±n`` component exists for ``n > lmax``."""
+        return min(self.lmax, MAX_AXIS_ORDER)
 
     def chain(self) -> str:
         """``"Oh -> C4v"`` when a parent was given, else the group's name."""
@@ -117,7 +121,6 @@ def find_residual_symmetry(theta, irreps=None, tol: float = 1e-3, within=None, a
         scale=found.scale,
         max_error=max_relative_error(blocks, group, found.scale),
         lmax=found.lmax,
-        resolution=min(found.lmax, MAX_AXIS_ORDER),
         axes=symmetry_axes(group),
     )
 

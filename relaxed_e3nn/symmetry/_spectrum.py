@@ -97,9 +97,9 @@ def _savefig(fig, path) -> None:
 
 
 def _figure(*args, **kwargs):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """A bare matplotlib Figure (no pyplot, no GUI backend): ``savefig`` renders with Agg."""
+    # matplotlib is imported on first plot, not with the package: it adds about a second to
+    # every `import relaxed_e3nn.symmetry` (no import cycle is involved)
     from matplotlib.figure import Figure
 
     return Figure(*args, **kwargs)
@@ -119,11 +119,11 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
         Bars drawn opaque (the others faded), e.g. the significant blocks from
         :func:`relaxed_e3nn.symmetry.breaking_significance`.
     """
-    import matplotlib
-
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: nothing to plot")
+    import matplotlib  # on first plot (see _figure)
+
     layers = list(dict.fromkeys(r.layer for r in rows))
     irreps = list(dict.fromkeys(r.irrep for r in rows))
     width = 0.8 / max(len(irreps), 1)
