@@ -16,7 +16,15 @@ from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
 from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.train._dynamics import _evaluate, _Tensors
 from relaxed_e3nn.groups import point_group
-from relaxed_e3nn.models import RelaxedNetwork, load, model_from_dict, model_to_dict, save
+from relaxed_e3nn.models import (
+    FORMAT_VERSION,
+    RelaxedNetwork,
+    load,
+    model_from_dict,
+    model_to_dict,
+    save,
+    state_checksum,
+)
 from test_models import make
 
 RELATIVE = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -97,7 +105,7 @@ def test_degnn_round_trip_bitwise_with_its_group(dtype, tmp_path):
 
     payload = model_to_dict(loaded)
     assert payload["kind"] == "DEGNN" and payload["dtype"] == str(dtype).split(".")[1] and "frame" not in payload
-    assert payload["format_version"] == 1
+    assert payload["format_version"] == FORMAT_VERSION == 2
     json.dumps(payload["config"])  # plain data
 
 
@@ -170,13 +178,14 @@ def test_bad_payloads_raise_clear_errors(tmp_path):
                                 variant="ranking", node_orbit=True))
     state = {**good["state_dict"], "layers.0.elements": other["state_dict"]["layers.0.elements"]}
     with pytest.raises(ValueError, match="layers.0.elements.*differs from the config's group"):
-        model_from_dict({**good, "state_dict": state}, source="degnn.pt")
+        # a consistent checksum, so that the group check (not the checksum) is what catches it
+        model_from_dict({**good, "state_dict": state, "sha256": state_checksum(state)}, source="degnn.pt")
     with pytest.raises(ValueError, match="no 'frame' entry"):
         model_from_dict({**good, "frame": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]})
     state = dict(good["state_dict"])
     del state["embedding.weight"]
     with pytest.raises(ValueError, match=r"weights do not match.*missing \['embedding.weight'\]"):
-        model_from_dict({**good, "state_dict": state})
+        model_from_dict({**good, "state_dict": state, "sha256": state_checksum(state)})
     with pytest.raises(TypeError, match="model must be one of"):
         model_to_dict(torch.nn.Linear(3, 3))
     with pytest.raises(TypeError, match="dtype"):

@@ -392,7 +392,7 @@ def test_forces_and_stress_match_finite_differences():
 
 
 def test_energy_is_smooth_at_the_cutoff():
-    """A neighbour leaving the cutoff changes neither energy nor forces discontinuously."""
+    """A neighbor leaving the cutoff changes neither energy nor forces discontinuously."""
     dtype = torch.float64
     model = make(dtype).eval()
     values = []
