@@ -8,6 +8,7 @@ import yaml
 
 import relaxed_e3nn
 from relaxed_e3nn.cli import main
+from relaxed_e3nn.train import TrainResult
 from relaxed_e3nn.train._testing import emt_copper_frames, tiny_train_config, write_emt_copper
 
 
@@ -109,7 +110,9 @@ def test_box_dynamics_is_delegated(tmp_path, monkeypatch, capsys):
 
     def fake_train_dynamics(config):
         seen.update(config)
-        return {"test_mse": 0.125, "best_epoch": 3}
+        return TrainResult(model=None, history=[], best_epoch=3, best_val_loss=0.25, test_metrics={"mse": 0.125},
+                           stopped_early=False, output_dir=None, model_path=None,
+                           metrics={"test_mse": 0.125, "best_epoch": 3})
 
     monkeypatch.setattr(relaxed_e3nn.train._dynamics, "train_dynamics", fake_train_dynamics)
     path = tmp_path / "box.yaml"

@@ -31,9 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
-    from relaxed_e3nn.train._inference import graphs_for_model
-    from relaxed_e3nn.train._loop import evaluate
-    from relaxed_e3nn.train._sources import read_atoms
+    from relaxed_e3nn.train import evaluate, graphs_for_model, read_atoms
 
     model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
     source = {"path": args.data, "format": args.format, "index": args.index, "targets": args.targets}

@@ -29,8 +29,7 @@ def run(args) -> int:
 
     import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
-    from relaxed_e3nn.train._inference import predict
-    from relaxed_e3nn.train._sources import read_atoms
+    from relaxed_e3nn.train import predict, read_atoms
 
     model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
     items = read_atoms({"path": args.data, "format": args.format, "index": args.index}, where="DATA")

@@ -12,6 +12,8 @@ import sys
 __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = __doc__.split("\n\n", 1)[1]
+# relaxed_e3nn.train (torch, e3nn) is imported inside the functions: every subcommand module is
+# imported to build the parser, and ``relaxed-e3nn --version`` / ``--help`` must not pay for it
 
 
 def _key_listing() -> str:
@@ -61,13 +63,6 @@ def run(args) -> int:
     except (TypeError, FloatingPointError) as err:  # wrong config types, a diverging loss
         print(f"relaxed-e3nn train: error: {err}", file=sys.stderr)
         return 1
-    if isinstance(result, dict):  # the box-dynamics trainer reports a dict
-        for key, value in result.items():
-            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-                print(f"{key}: {value}")
-        return 0
-    if result.test_metrics:
-        print("test: " + " ".join(f"{k} {v:.6g}" for k, v in result.test_metrics.items()))
-    print(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.6g}); "
-          f"model written to {result.model_path}")
+    for line in result.summary_lines():
+        print(line)
     return 0

@@ -1,4 +1,6 @@
-"""Training configuration: nested dataclasses, YAML files, ``--a.b value`` overrides, validation."""
+"""Training configurations (:class:`TrainConfig`, :class:`DynamicsConfig`): dataclasses checked by
+the package's one config machinery (:mod:`relaxed_e3nn._settings`), YAML files, ``--a.b value``
+overrides."""
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -7,20 +9,20 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from relaxed_e3nn._settings import check_known as _check_known
-from relaxed_e3nn._settings import check_type as _check_type
-from relaxed_e3nn._settings import field_names as _field_names
-from relaxed_e3nn._settings import field_type as _field_type
+from relaxed_e3nn._checks import DTYPES, ORDINARY_OPTIMIZERS, THETA_OPTIMIZERS, check_choice
+from relaxed_e3nn._settings import (check_fields, check_keys, check_known, check_type, field_names, field_type,
+                                    renamed_keys)
+from relaxed_e3nn.train._targets import DEFAULT_LOSS_WEIGHTS, ENERGY_TARGETS
 
-__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "load_config", "apply_overrides", "parse_overrides"]
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "DynamicsConfig", "load_config", "apply_overrides",
+           "parse_overrides", "TASKS", "SCHEDULERS", "DEFAULT_LOSS_WEIGHTS"]
 
-_DTYPES = ("float32", "float64")
-_SCHEDULERS = ("plateau", "cosine", "none")
-_OPTIMIZERS = ("adam", "adamw")
-_THETA_OPTIMIZERS = ("irrep_adam", "sgd")
-_ENERGY_TARGETS = ("energy", "forces", "stress")
-# loss weights of the energy model's terms when the config gives none (other targets: 1)
-DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
+#: values of a config's ``task`` (absent: a RelaxedNetwork on structures)
+TASKS = ("box_dynamics",)
+#: learning-rate schedules
+SCHEDULERS = ("plateau", "cosine", "none")
+#: deprecated config keys and their new names
+_TRAIN_RENAMES = {"out_dir": "output_dir"}
 
 
 @dataclass
@@ -67,7 +69,7 @@ class DataConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule.
 
-    Ordinary weights use Adam/AdamW; the relaxed weights θ get the equivariant treatment of
+    Ordinary weights use Adam, AdamW or SGD (``name``); the relaxed weights θ get the equivariant treatment of
     :func:`relaxed_e3nn.nn.make_optimizer` (per-irrep-block second moments or plain SGD, and
     the proximal group-lasso step of weight ``theta_penalty``).
     """
@@ -165,22 +167,22 @@ class TrainConfig:
             return copy.deepcopy(config)
         if not isinstance(config, dict):
             raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
-        config = copy.deepcopy(config)
+        config = renamed_keys(copy.deepcopy(config), _TRAIN_RENAMES, "config")
         sections = {"data": DataConfig, "optim": OptimConfig}
         kwargs = {}
         for key, value in config.items():
-            _check_known(key, _field_names(cls), "config")
+            check_known(key, field_names(cls), "config")
             if key in sections:
                 if value is None:
                     value = {}
                 if not isinstance(value, dict):
                     raise TypeError(f"config: '{key}' must be a mapping, got {type(value).__name__}")
                 for sub_key, sub_value in value.items():
-                    _check_known(sub_key, _field_names(sections[key]), f"config section '{key}'")
-                    _check_type(f"{key}.{sub_key}", sub_value, _field_type(sections[key], sub_key))
+                    check_known(sub_key, field_names(sections[key]), f"config section '{key}'")
+                    check_type(f"{key}.{sub_key}", sub_value, field_type(sections[key], sub_key))
                 kwargs[key] = sections[key](**value)
             else:
-                _check_type(key, value, _field_type(cls, key))
+                check_type(key, value, field_type(cls, key))
                 kwargs[key] = value
         result = cls(**kwargs)
         result.validate()
@@ -192,10 +194,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
-        if self.task is not None and self.task != "box_dynamics":
+        if self.task is not None and self.task not in TASKS:
             raise ValueError(f"config: task must be 'box_dynamics' or absent, got {self.task!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"config: dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        check_choice("dtype", self.dtype, DTYPES, "config")
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
@@ -223,15 +224,21 @@ class TrainConfig:
                 raise TypeError(f"config: data.{key} must be a list of strings, got {names!r}")
             if len(set(names)) != len(names):
                 raise ValueError(f"config: data.{key} has repeated names: {names!r}")
+        self._validate_optim()
+        if self.task is None and self.data.train is None:
+            raise ValueError("config: data.train is required (a file, a generator or a list of them)")
+        allowed_loss = set(ENERGY_TARGETS) | set(d.node_targets) | set(d.graph_targets)
+        for key, weight in self.loss.items():
+            check_known(key, sorted(allowed_loss), "config section 'loss' (energy, forces, stress, "
+                        "or a name in data.node_targets / data.graph_targets)")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"config: loss.{key} must be a number >= 0, got {weight!r}")
+
+    def _validate_optim(self) -> None:
         o = self.optim
-        if o.name not in _OPTIMIZERS:
-            raise ValueError(f"config: optim.name must be one of {_OPTIMIZERS}, got {o.name!r}")
-        if o.theta_optimizer not in _THETA_OPTIMIZERS:
-            raise ValueError(
-                f"config: optim.theta_optimizer must be one of {_THETA_OPTIMIZERS}, got {o.theta_optimizer!r}"
-            )
-        if o.scheduler not in _SCHEDULERS:
-            raise ValueError(f"config: optim.scheduler must be one of {_SCHEDULERS}, got {o.scheduler!r}")
+        check_choice("optim.name", o.name, ORDINARY_OPTIMIZERS, "config")
+        check_choice("optim.theta_optimizer", o.theta_optimizer, THETA_OPTIMIZERS, "config")
+        check_choice("optim.scheduler", o.scheduler, SCHEDULERS, "config")
         if o.lr <= 0:
             raise ValueError(f"config: optim.lr must be > 0, got {o.lr}")
         if o.theta_lr is not None and o.theta_lr <= 0:
@@ -245,18 +252,106 @@ class TrainConfig:
             raise ValueError(f"config: optim.lr_patience must be >= 0, got {o.lr_patience}")
         if o.grad_clip is not None and o.grad_clip <= 0:
             raise ValueError(f"config: optim.grad_clip must be > 0, got {o.grad_clip}")
-        if self.task is None and self.data.train is None:
-            raise ValueError("config: data.train is required (a file, a generator or a list of them)")
-        allowed_loss = set(_ENERGY_TARGETS) | set(d.node_targets) | set(d.graph_targets)
-        for key, weight in self.loss.items():
-            _check_known(key, sorted(allowed_loss), "config section 'loss' (energy, forces, stress, "
-                         "or a name in data.node_targets / data.graph_targets)")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(f"config: loss.{key} must be a number >= 0, got {weight!r}")
 
     def loss_weight(self, name: str) -> float:
         """Weight of one loss term (defaults: energy 1, forces 10, stress 0, other targets 1)."""
         return float(self.loss.get(name, DEFAULT_LOSS_WEIGHTS.get(name, 1.0)))
+
+
+_DYNAMICS_RENAMES = {"out_dir": "output_dir", "layers": "num_layers", "n_bodies": "num_bodies",
+                     "n_train": "num_train", "n_val": "num_val", "n_test": "num_test"}
+_DYNAMICS_MODELS = ("degnn", "egnn")
+
+
+@dataclass
+class DynamicsConfig:
+    """A box-dynamics run (``task: box_dynamics``): :func:`relaxed_e3nn.train.train_dynamics`.
+
+    The data are ``box_nbody(num_train + num_val + num_test, ...)`` split in that order.
+    Deprecated names still accepted (with a ``DeprecationWarning``): ``out_dir``, ``layers``,
+    ``n_bodies``, ``n_train``, ``n_val``, ``n_test``.
+
+    Attributes
+    ----------
+    task : str
+        ``"box_dynamics"``.
+    model : {"degnn", "egnn"}
+    group : str, optional
+        ``"auto"`` (or the box's own group name): the box's group in the box frame; any other
+        catalogue name (such as ``"C1"``) in the catalogue's standard frame.
+    variant, reduce : str
+        DEGNN's orbit embedding and its reduction.
+    hidden, num_layers : int
+        Width and depth of the network.
+    half_widths, planar, interaction, num_bodies, speed, input_frame, target_frame, data_seed
+        Options of :func:`relaxed_e3nn.data.generators.box_nbody`.
+    num_train, num_val, num_test : int
+        Sizes of the three splits.
+    epochs, lr, weight_decay, batch_size : training (Adam on the mean squared error)
+    seed : int
+        Initialisation and shuffling.
+    dtype : {"float32", "float64"}
+    output_dir : str, optional
+        Where ``model.pt`` and then ``metrics.json`` are written (nothing is written without it).
+    """
+
+    task: str = "box_dynamics"
+    model: str = "degnn"
+    group: Optional[str] = "auto"
+    variant: str = "pooling"
+    reduce: str = "mean"
+    hidden: int = 64
+    num_layers: int = 4
+    half_widths: List[float] = field(default_factory=lambda: [5.0, 4.0, 3.0])
+    planar: bool = False
+    interaction: str = "coulomb"
+    num_bodies: int = 5
+    speed: float = 0.5
+    input_frame: int = 20
+    target_frame: int = 40
+    num_train: int = 200
+    num_val: int = 200
+    num_test: int = 200
+    data_seed: int = 0
+    epochs: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+    output_dir: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, config: Dict[str, Any]) -> "DynamicsConfig":
+        """Build and validate from a flat mapping (unknown keys raise, listing all of them)."""
+        if isinstance(config, DynamicsConfig):
+            return copy.deepcopy(config)
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
+        config = renamed_keys(copy.deepcopy(config), _DYNAMICS_RENAMES, "config")
+        check_keys(config, field_names(cls), "config")
+        check_fields(cls, config)
+        result = cls(**config)
+        result.validate()
+        return result
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
+        check_choice("task", self.task, TASKS, "config")
+        check_choice("model", self.model, _DYNAMICS_MODELS, "config")
+        check_choice("dtype", self.dtype, DTYPES, "config")
+        for key in ("hidden", "num_layers", "num_train", "num_val", "num_test", "epochs", "batch_size",
+                    "num_bodies"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config: {key} must be a positive integer, got {getattr(self, key)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"config: lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"config: weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
 # ---------------------------------------------------------------------- files and flags

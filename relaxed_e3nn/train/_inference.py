@@ -3,18 +3,17 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
-__all__ = ["graphs_for_model", "predict"]
+from relaxed_e3nn._checks import model_dtype
+from relaxed_e3nn.data import collate, from_ase
 
-
-def _model_dtype(model) -> torch.dtype:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.get_default_dtype()
+__all__ = ["graphs_for_model", "predict", "model_device"]
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """The device of a module's first parameter (the CPU for a module without parameters)."""
     for tensor in model.parameters():
         return tensor.device
     return torch.device("cpu")
@@ -29,14 +28,12 @@ def graphs_for_model(model, atoms_list: Sequence, *, origins: Optional[Sequence[
     Raises ``ValueError`` naming the structure when it holds a species the model was not
     trained on, or lacks a node feature or a requested target.
     """
-    from relaxed_e3nn.data import from_ase
-
     if len(atoms_list) == 0:
         raise ValueError("no structures to run the model on (the data is empty)")
     config = model.config
     species = set(config.species)
     features = list(config.node_features)
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     origins = list(origins) if origins is not None else [f"structure {k}" for k in range(len(atoms_list))]
     graphs = []
     for atoms, origin in zip(atoms_list, origins):
@@ -68,18 +65,13 @@ def predict(model, atoms_list: Sequence, *, batch_size: int = 16, compute_forces
     stores as the usual ``energy=`` / ``forces`` fields. A node model stores
     ``arrays["node_output"]`` (``[N, d]``), a graph model ``info["graph_output"]``.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.stress import full_3x3_to_voigt_6_stress
-
-    from relaxed_e3nn.data import collate
-
     if batch_size < 1:
         raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
     graphs = graphs_for_model(model, atoms_list, with_targets=False)
     output_kind = model.config.output
     forces = compute_forces and output_kind == "energy"
     stress = compute_stress and output_kind == "energy"
-    device = _model_device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     results = []

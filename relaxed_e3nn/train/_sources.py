@@ -1,9 +1,17 @@
 """Where training structures come from: files (extxyz, CIF, pymatgen JSON, ...) and generators."""
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import ase.io
 import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from relaxed_e3nn.data.generators import GENERATORS
 
 __all__ = ["read_atoms", "attach_targets"]
 
@@ -65,15 +73,11 @@ def attach_targets(atoms, values: Dict[str, Any]) -> None:
     ``energy``, ``forces`` and ``stress`` become a ``SinglePointCalculator`` (what extxyz
     files give); arrays with one row per atom go to ``atoms.arrays``, the rest to ``atoms.info``.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     calc_values = {}
     for name, value in values.items():
         if name in ("energy", "forces", "stress", "free_energy"):
             array = np.asarray(value, dtype=float)
             if name == "stress" and array.shape == (3, 3):
-                from ase.stress import full_3x3_to_voigt_6_stress
-
                 array = full_3x3_to_voigt_6_stress(array)
             calc_values[name] = float(array) if array.ndim == 0 else array
             continue
@@ -92,8 +96,6 @@ def _read_file(path: Path, *, format, index, where) -> List[Tuple[Any, str]]:
         raise FileNotFoundError(f"{where}: file {str(path)!r} does not exist")
     if (format is None and path.suffix.lower() == ".json") or format == "pymatgen":
         return _read_pymatgen_json(path, where)
-    import ase.io
-
     try:
         frames = ase.io.read(str(path), index=index, format=format)
     except Exception as err:  # ase raises many types for unreadable files
@@ -104,9 +106,6 @@ def _read_file(path: Path, *, format, index, where) -> List[Tuple[Any, str]]:
 
 
 def _read_pymatgen_json(path: Path, where) -> List[Tuple[Any, str]]:
-    from pymatgen.core import Structure
-    from pymatgen.io.ase import AseAtomsAdaptor
-
     try:
         content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -153,13 +152,9 @@ def _attach_target_file(items, path: Path, where):
 
 
 def _generate(source: Dict[str, Any], where) -> List[Tuple[Any, str]]:
-    from relaxed_e3nn.data.generators import GENERATORS
-
     kwargs = dict(source)
     name = kwargs.pop("generator")
     if name not in GENERATORS:
-        import difflib
-
         close = difflib.get_close_matches(str(name), list(GENERATORS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; available: {sorted(GENERATORS)}"
         raise ValueError(f"{where}: unknown generator {name!r}{hint}")

@@ -14,12 +14,19 @@ structure, a node target ``d`` per atom and a graph target ``d`` per structure. 
 :math:`n_t` is the count over the *global* batch, per-rank losses sum exactly to the
 single-process loss.
 """
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-__all__ = ["TargetSpec", "target_sums", "loss_from_sums", "metrics_from_sums"]
+__all__ = ["TargetSpec", "select_targets", "target_sums", "loss_from_sums", "metrics_from_sums", "sum_counts",
+           "ENERGY_TARGETS", "DEFAULT_LOSS_WEIGHTS"]
+
+#: the targets of an energy model, and where a graph holds them
+ENERGY_TARGETS = {"energy": "graph_targets", "forces": "node_targets", "stress": "graph_targets"}
+#: loss weights of the energy model's terms when none is given (other targets: 1)
+DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
 
 
 @dataclass
@@ -44,6 +51,19 @@ class TargetSpec:
     weights: Dict[str, float]
     widths: Dict[str, int] = field(default_factory=dict)
 
+    def fitted(self) -> "TargetSpec":
+        """The same spec restricted to the targets with a positive loss weight (what a training step needs)."""
+        names = [n for n in self.names if self.weights.get(n, 0.0) > 0]
+        return dataclasses.replace(self, names=names, weights={n: self.weights[n] for n in names},
+                                   widths={n: w for n, w in self.widths.items() if n in names})
+
+    def prune(self, graphs: Sequence) -> list:
+        """Shallow copies of ``graphs`` holding only the targets of this spec."""
+        names = set(self.names)
+        return [dataclasses.replace(g, node_targets={k: v for k, v in g.node_targets.items() if k in names},
+                                    graph_targets={k: v for k, v in g.graph_targets.items() if k in names})
+                for g in graphs]
+
     @property
     def compute_forces(self) -> bool:
         return self.output == "energy" and "forces" in self.names
@@ -67,6 +87,95 @@ class TargetSpec:
             else:
                 counts[name] = self.widths[name] * graph.num_graphs
         return counts
+
+
+def select_targets(output: str, graphs: Sequence, *, loss_weights: Optional[Mapping[str, float]] = None,
+                   node_targets: Sequence[str] = (), graph_targets: Sequence[str] = (),
+                   require_weighted: bool = False, origins: Optional[Sequence[str]] = None,
+                   keys: Optional[Mapping[str, Optional[str]]] = None, output_dim: Optional[int] = None,
+                   where: str = "data") -> TargetSpec:
+    """The targets a model of kind ``output`` is compared with on ``graphs`` (training and evaluation alike).
+
+    The rule: an energy model compares ``energy``, ``forces`` and ``stress`` (stress on periodic
+    structures only) wherever every structure they apply to carries them; a node / graph model
+    compares ``node_targets`` / ``graph_targets``, in order, each with the same number of
+    components in every structure. Loss weights default to :data:`DEFAULT_LOSS_WEIGHTS` (1 for
+    other targets); a target of weight 0 is reported, not fitted.
+
+    Parameters
+    ----------
+    output : {"energy", "node", "graph"}
+    graphs : sequence of AtomicGraph
+    loss_weights : mapping, optional
+    node_targets, graph_targets : sequence of str
+    require_weighted : bool
+        Training: a target with a positive weight must be carried by every structure it applies
+        to (else ``ValueError`` naming the structures), and some weight must be positive.
+    origins : sequence of str, optional
+        Names of the structures for error messages.
+    keys : mapping, optional
+        ``{"energy": energy_key, ...}`` as configured, named in error messages.
+    output_dim : int, optional
+        The model's output width; the node / graph targets must add up to it.
+    where : str
+        Prefix of error messages.
+    """
+    weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+    origins = list(origins) if origins is not None else [f"structure {k}" for k in range(len(graphs))]
+    if output == "energy":
+        names = _energy_targets(graphs, weights, require_weighted, origins, keys or {}, where)
+        widths: Dict[str, int] = {}
+    else:
+        names = list(node_targets if output == "node" else graph_targets)
+        if not names:
+            raise ValueError(f"{where}: a model with output {output!r} needs "
+                             f"{'node_targets' if output == 'node' else 'graph_targets'}")
+        widths = _target_widths(output, names, graphs, origins, where)
+        if output_dim is not None and output_dim != sum(widths.values()):
+            raise ValueError(f"model.irreps_out has dimension {output_dim} but the targets {names} have "
+                             f"{sum(widths.values())} components together ({widths})")
+        if require_weighted and not any(weights.get(n, 1.0) > 0 for n in names):
+            raise ValueError(f"loss: every loss weight of the targets {names} is zero")
+    return TargetSpec(output=output, names=names, weights={n: float(weights.get(n, 1.0)) for n in names},
+                      widths=widths)
+
+
+def _energy_targets(graphs, weights, require_weighted, origins, keys, where) -> List[str]:
+    names = []
+    for name, holder in ENERGY_TARGETS.items():
+        relevant = [k for k, g in enumerate(graphs) if name != "stress" or bool(g.pbc.any())]
+        missing = [origins[k] for k in relevant if name not in getattr(graphs[k], holder)]
+        if require_weighted and weights[name] > 0:
+            if not relevant:
+                raise ValueError(f"loss.{name} > 0 but no structure is periodic; set loss.stress: 0")
+            if missing:
+                key = keys.get(name)
+                raise ValueError(
+                    f"{where}: {len(missing)} structures have no {name} (e.g. {missing[:3]}); "
+                    + (f"data.{name}_key is {key!r}" if key else
+                       f"set data.{name}_key to the name it is stored under, or loss.{name}: 0"))
+        if relevant and not missing:
+            names.append(name)
+    if not names:
+        raise ValueError(f"{where}: the structures carry no energies, forces or stresses to compare with")
+    if require_weighted and not any(weights[n] > 0 for n in names):
+        raise ValueError("loss: every loss weight of the energy model is zero")
+    return names
+
+
+def _target_widths(output, names, graphs, origins, where) -> Dict[str, int]:
+    widths: Dict[str, int] = {}
+    for name in names:
+        for graph, origin in zip(graphs, origins):
+            source = graph.node_targets if output == "node" else graph.graph_targets
+            if name not in source:
+                raise ValueError(f"{where}: target {name!r} is missing from the structures (e.g. {origin})")
+            rows = graph.num_nodes if output == "node" else 1
+            width = source[name].numel() // max(rows, 1)
+            if widths.setdefault(name, width) != width:
+                raise ValueError(f"{where}: target {name!r} has {width} components in {origin} but "
+                                 f"{widths[name]} elsewhere")
+    return widths
 
 
 def target_sums(spec: TargetSpec, output: Dict[str, torch.Tensor], graph) -> Dict[str, Dict[str, torch.Tensor]]:

@@ -2,7 +2,11 @@
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+import ase.io
 import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
 
 __all__ = ["emt_copper_frames", "write_emt_copper", "tiny_train_config"]
 
@@ -15,10 +19,6 @@ def emt_copper_frames(n: int = 12, seed: int = 0, *, rattle: float = 0.1, period
     ``periodic=False``: 6-atom octahedral clusters. ``symbols="CuAu"`` swaps random atoms to
     gold (EMT knows Cu, Ag, Au, Ni, Pd, Pt, Al).
     """
-    from ase import Atoms
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n):
@@ -43,8 +43,6 @@ def emt_copper_frames(n: int = 12, seed: int = 0, *, rattle: float = 0.1, period
 
 def write_emt_copper(path: Union[str, Path], n: int = 12, seed: int = 0, **kwargs) -> Path:
     """Write :func:`emt_copper_frames` to an extxyz file and return its path."""
-    import ase.io
-
     path = Path(path)
     ase.io.write(str(path), emt_copper_frames(n, seed, **kwargs), format="extxyz")
     return path

@@ -1,0 +1,136 @@
+"""Data preparation for training: read the sources, build graphs, choose the targets, split, shuffle."""
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from relaxed_e3nn.data import from_ase
+from relaxed_e3nn.train._config import DataConfig, TrainConfig
+from relaxed_e3nn.train._sources import read_atoms
+from relaxed_e3nn.train._targets import TargetSpec, select_targets
+
+__all__ = ["Sets", "load_sets", "training_targets", "make_split", "apply_split", "epoch_permutation"]
+
+_SET_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class Sets:
+    """Graphs of each data source (``train``, ``val``, ``test``) and a name for each graph."""
+
+    graphs: Dict[str, list]
+    origins: Dict[str, List[str]]
+
+    def every(self):
+        """``(graphs, origins)`` of all sources together."""
+        graphs = [g for name in _SET_NAMES for g in self.graphs[name]]
+        origins = [o for name in _SET_NAMES for o in self.origins[name]]
+        return graphs, origins
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Order of the training structures in ``epoch``: a function of ``(seed, epoch)`` only."""
+    generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**63))
+    return torch.randperm(n, generator=generator)
+
+
+def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) -> Sets:
+    """Read every source of ``cfg.data`` and build its graphs with the model's cutoff and features.
+
+    Completes ``model_dict`` in place: ``species`` (the data's, when not given) and ``cutoff``
+    (5 Å by default). Raises ``ValueError`` naming the source and structure for unreadable or
+    empty sources, species outside ``model.species`` and targets the model output cannot fit.
+    """
+    d = cfg.data
+    raw = {}
+    for name in _SET_NAMES:
+        source = getattr(d, name)
+        raw[name] = [] if source is None else read_atoms(source, format=d.format, index=d.index,
+                                                          where=f"data.{name}")
+        if source is not None and not raw[name]:
+            raise ValueError(f"data.{name}: the source holds no structures")
+    present = sorted({int(z) for items in raw.values() for atoms, _ in items for z in atoms.numbers})
+    if model_dict.get("species") is None:
+        model_dict["species"] = present
+    unknown = sorted(set(present) - set(model_dict["species"]))
+    if unknown:
+        raise ValueError(f"data: species {unknown} occur in the data but not in model.species "
+                         f"{model_dict['species']}")
+    model_dict.setdefault("cutoff", 5.0)
+    _check_output_targets(model_dict.get("output", "energy"), d)
+    features = list((model_dict.get("node_features") or {}).keys())
+    graphs, origins = {}, {}
+    for name, items in raw.items():
+        graphs[name] = []
+        for atoms, origin in items:
+            try:
+                graph = from_ase(atoms, float(model_dict["cutoff"]), node_features=features,
+                                 node_targets=d.node_targets, graph_targets=d.graph_targets,
+                                 energy_key=d.energy_key, forces_key=d.forces_key, stress_key=d.stress_key,
+                                 dtype=dtype)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"data.{name}: {origin}: {err}") from None
+            graphs[name].append(graph)
+        origins[name] = [origin for _, origin in items]
+    return Sets(graphs, origins)
+
+
+def _check_output_targets(output: str, d: DataConfig) -> None:
+    if output == "energy" and (d.node_targets or d.graph_targets):
+        raise ValueError("data.node_targets / data.graph_targets need model.output 'node' / 'graph'; "
+                         "an energy model fits energy, forces and stress")
+    if output == "node" and (not d.node_targets or d.graph_targets):
+        raise ValueError("model.output 'node' needs data.node_targets (and no data.graph_targets)")
+    if output == "graph" and (not d.graph_targets or d.node_targets):
+        raise ValueError("model.output 'graph' needs data.graph_targets (and no data.node_targets)")
+
+
+def training_targets(cfg: TrainConfig, model_dict: Dict[str, Any], sets: Sets) -> TargetSpec:
+    """The targets of a run (:func:`~relaxed_e3nn.train._targets.select_targets` with the config's
+    loss weights); every set is pruned to them in place."""
+    d = cfg.data
+    graphs, origins = sets.every()
+    irreps_out = model_dict.get("irreps_out")
+    spec = select_targets(model_dict.get("output", "energy"), graphs,
+                          loss_weights={name: cfg.loss_weight(name) for name in cfg.loss},
+                          node_targets=d.node_targets, graph_targets=d.graph_targets, require_weighted=True,
+                          origins=origins, output_dim=o3.Irreps(irreps_out).dim if irreps_out else None,
+                          keys={"energy": d.energy_key, "forces": d.forces_key, "stress": d.stress_key})
+    for name in _SET_NAMES:
+        sets.graphs[name] = spec.prune(sets.graphs[name])
+    return spec
+
+
+def make_split(n: int, d: DataConfig, seed: int) -> Dict[str, Any]:
+    """Indices of ``data.train`` held out for validation and testing (when no file is given for them)."""
+    if n == 0:
+        raise ValueError("data.train holds no structures")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = 0 if d.val is not None else int(round(d.val_fraction * n))
+    n_test = 0 if d.test is not None else int(round(d.test_fraction * n))
+    if d.val is None and d.val_fraction > 0:
+        n_val = max(1, n_val)
+    if d.test is None and d.test_fraction > 0:
+        n_test = max(1, n_test)
+    if n_val + n_test >= n:
+        raise ValueError(f"data: {n} structures are too few to hold out {n_val} for validation and "
+                         f"{n_test} for testing")
+    return {"n": n, "val": sorted(order[:n_val]), "test": sorted(order[n_val:n_val + n_test]),
+            "train": sorted(order[n_val + n_test:])}
+
+
+def apply_split(sets: Sets, split: Dict[str, Any], d: DataConfig):
+    """``(train, val, test)`` graph lists of a split (given ``val`` / ``test`` sources win)."""
+    source = sets.graphs["train"]
+    if split["n"] != len(source):
+        raise ValueError(f"--resume: data.train now holds {len(source)} structures, the checkpoint's "
+                         f"split was made for {split['n']}")
+
+    def pick(indices):
+        return [source[i] for i in indices]
+
+    val = sets.graphs["val"] if d.val is not None else pick(split["val"])
+    test = sets.graphs["test"] if d.test is not None else pick(split["test"])
+    return pick(split["train"]), val, test
