@@ -5,6 +5,9 @@ from e3nn.math import soft_one_hot_linspace
 
 from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.nn import RelaxedConvolution
+from _geometry import close_group, random_orthogonal, rotation_about  # noqa: F401 (re-exported to the nn tests)
+from _geometry import reflection as mirror  # noqa: F401
+from _tolerance import tolerance
 
 NUMBER_OF_BASIS = 5
 MAX_RADIUS = 10.0
@@ -12,27 +15,7 @@ _CACHE = {}
 
 
 def relative_tolerance(dtype):
-    return {torch.float32: 2e-5, torch.float64: 1e-10}[dtype]
-
-
-def random_orthogonal(n):
-    """n random elements of O(3): Haar rotations, every second one times -1 (improper)."""
-    out = []
-    for k in range(n):
-        R = o3.rand_matrix(dtype=torch.float64)
-        out.append(R if k % 2 == 0 else -R)
-    return out
-
-
-def rotation_about(axis, angle):
-    axis = torch.as_tensor(axis, dtype=torch.float64)
-    return o3.axis_angle_to_matrix(axis / axis.norm(), torch.tensor(float(angle), dtype=torch.float64))
-
-
-def mirror(normal):
-    normal = torch.as_tensor(normal, dtype=torch.float64)
-    normal = normal / normal.norm()
-    return torch.eye(3, dtype=torch.float64) - 2 * torch.outer(normal, normal)
+    return tolerance(dtype, "rel")
 
 
 def perpendicular(n):
@@ -41,24 +24,6 @@ def perpendicular(n):
         helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     m = torch.linalg.cross(n, helper)
     return m / m.norm()
-
-
-def close_group(generators, max_order=200):
-    """All products of the generators (3x3 float64), deduplicated to 1e-8."""
-    elements = [torch.eye(3, dtype=torch.float64)]
-    frontier = list(elements)
-    while frontier:
-        new = []
-        for a in frontier:
-            for g in generators:
-                b = g @ a
-                if not any((b - c).abs().max() < 1e-8 for c in elements):
-                    elements.append(b)
-                    new.append(b)
-        frontier = new
-        if len(elements) > max_order:
-            raise RuntimeError("group does not close")
-    return elements
 
 
 def oh_group(frame):

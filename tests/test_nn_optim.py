@@ -4,6 +4,7 @@ import torch
 from e3nn import o3
 
 from relaxed_e3nn.nn import RelaxedConvolution, RelaxedOptimizer, RelaxedWeights, make_optimizer, relaxed_parameters
+from _tolerance import tolerance as table_tolerance
 from test_nn_helpers import complete_graph, d4h_group, edge_inputs, random_orthogonal, reynolds
 
 L_RELAXED = 4
@@ -51,7 +52,7 @@ def test_curie_gradient_lives_on_h_invariant_irreps(dtype):
     pos, target, projector = _cube_to_prism(dtype)
     model = _TwoLayers()
     _loss(model, pos, target).backward()
-    tolerance = {torch.float32: 1e-5, torch.float64: 1e-11}[dtype]
+    tolerance = table_tolerance(dtype, "gradient")
     for name, irreps, theta in relaxed_parameters(model):
         grad = theta.grad
         scale = float(grad.norm())
@@ -117,7 +118,7 @@ def test_irrep_adam_step_commutes_with_rotations(dtype):
                 w.theta.grad = D @ g if rotate_all else g.clone()
                 optimizer.step()
             results.append(w.theta.detach())
-        torch.testing.assert_close(results[1], D @ results[0], atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
+        torch.testing.assert_close(results[1], D @ results[0], atol=table_tolerance(dtype, "step"), rtol=0)
 
 
 def _mlp():
@@ -141,7 +142,7 @@ def test_ordinary_parameters_follow_torch(dtype, name, reference, kwargs):
             model(x).pow(2).sum().backward()
             opt.step()
     for a, b in zip(ours.parameters(), theirs.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
+        torch.testing.assert_close(a, b, atol=table_tolerance(dtype, "step"), rtol=0)
 
 
 def test_proximal_step_zeroes_unneeded_blocks_and_state_dict_round_trip(dtype):
