@@ -16,15 +16,7 @@ from relaxed_e3nn.discrete import DEGNN, EGNN, fully_connected_batch
 from relaxed_e3nn.train import train_dynamics
 from relaxed_e3nn.train._dynamics import _evaluate, _Tensors
 from relaxed_e3nn.groups import point_group
-from relaxed_e3nn.models import (
-    FORMAT_VERSION,
-    RelaxedNetwork,
-    load,
-    model_from_dict,
-    model_to_dict,
-    save,
-    state_checksum,
-)
+from relaxed_e3nn.models import FORMAT_VERSION, RelaxedNetwork, load, model_from_dict, model_to_dict, save, state_checksum
 from test_models import make
 
 RELATIVE = {torch.float32: 1e-5, torch.float64: 1e-10}

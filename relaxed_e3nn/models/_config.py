@@ -19,10 +19,6 @@ _RENAMED = {"layers": "num_layers"}
 FITTED_KEYS = ("atomic_energies", "scale")
 
 
-def _parse_irreps(key: str, value):
-    return parse_irreps(key, value, _WHERE)
-
-
 @dataclass
 class RelaxedNetworkConfig:
     r"""Every choice that defines a :class:`~relaxed_e3nn.models.RelaxedNetwork`.
@@ -185,13 +181,13 @@ class RelaxedNetworkConfig:
         else:
             if self.irreps_out is None:
                 fail("irreps_out", f"an irreps string for output={self.output!r}")
-            if _parse_irreps("irreps_out", self.irreps_out).dim == 0:
+            if parse_irreps("irreps_out", self.irreps_out, _WHERE).dim == 0:
                 fail("irreps_out", "non-empty irreps")
         if self.graph_reduce not in _GRAPH_REDUCE:
             fail("graph_reduce", f"one of {_GRAPH_REDUCE}")
         if self.num_layers < 1:
             fail("num_layers", "at least 1")
-        if _parse_irreps("irreps_hidden", self.irreps_hidden).dim == 0:
+        if parse_irreps("irreps_hidden", self.irreps_hidden, _WHERE).dim == 0:
             fail("irreps_hidden", "non-empty irreps")
         if self.lmax < 0:
             fail("lmax", "a non-negative int")
@@ -207,13 +203,13 @@ class RelaxedNetworkConfig:
             if self.irreps_relaxed < 0:
                 fail("irreps_relaxed", "a non-negative int L or an irreps string")
         else:
-            _parse_irreps("irreps_relaxed", self.irreps_relaxed)
+            parse_irreps("irreps_relaxed", self.irreps_relaxed, _WHERE)
         if self.relax_at not in RELAX_AT:
             fail("relax_at", f"one of {RELAX_AT}")
         for name, irreps in self.node_features.items():
             if not name:
                 raise ValueError("RelaxedNetworkConfig: node_features names must be non-empty strings")
-            if _parse_irreps(f"node_features[{name!r}]", irreps).dim == 0:
+            if parse_irreps(f"node_features[{name!r}]", irreps, _WHERE).dim == 0:
                 raise ValueError(f"RelaxedNetworkConfig: node_features[{name!r}] must be non-empty irreps")
         frame = self.frame
         for i in range(3):
