@@ -7,6 +7,7 @@ from e3nn import o3
 from e3nn.nn.models import gate_points_2101
 from e3nn.nn.models.v2106 import points_convolution
 
+from _tolerance import tolerance as table_tolerance
 from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn.nn import (
     RelaxedConvolution,
@@ -220,7 +221,7 @@ def test_from_equivariant_identical(dtype, plain):
     inputs = _plain_graph_inputs(conv, dtype)
     expected = conv(*inputs)
     got = relaxed(*inputs)
-    tolerance = {torch.float32: 1e-6, torch.float64: 1e-12}[dtype]
+    tolerance = table_tolerance(dtype, "identity")
     assert (got - expected).abs().max() <= tolerance
     # with a breaking theta the outputs differ: the comparison above can fail
     set_theta(relaxed, _random_theta(relaxed))
@@ -290,7 +291,7 @@ def test_relax_network_identical_then_breaks(dtype):
     names = [name for name, _, _ in relaxed_parameters(relaxed)]
     assert names == ["layers.0.first.theta", "layers.1.first.theta", "layers.2.theta"]
     assert all(isinstance(m, RelaxedConvolution) for m in (network.layers[0].first, network.layers[2]))
-    tolerance = {torch.float32: 1e-6, torch.float64: 1e-12}[dtype]
+    tolerance = table_tolerance(dtype, "identity")
     assert (network(data) - expected).abs().max() <= tolerance
     # equivariant at init, parity included
     D_out = network.irreps_out.D_from_matrix
