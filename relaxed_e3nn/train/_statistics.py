@@ -12,6 +12,7 @@ energy :math:`\varepsilon_b`, :math:`r_b = E_b - \varepsilon_b`, the shifts mini
 the energy term of the training loss. Normal equations :math:`[A^\top A \mid A^\top y]` add up
 over batches and over data-parallel ranks.
 """
+import dataclasses
 import math
 from typing import Callable, List, Optional, Sequence
 
@@ -105,6 +106,12 @@ def fit_atomic_energies(graphs: Sequence, species: Sequence[int], *, batch_size:
     """
     if len(graphs) == 0:
         raise ValueError("fit_atomic_energies: graphs is empty")
+    missing = [k for k, g in enumerate(graphs) if "energy" not in g.graph_targets]
+    if missing:
+        raise ValueError(f"fit_atomic_energies: structures {missing[:5]} carry no energy")
+    # only the energies are needed: structures with and without stress or forces batch together
+    graphs = [dataclasses.replace(g, node_targets={}, graph_targets={"energy": g.graph_targets["energy"]})
+              for g in graphs]
     normal = _accumulated_normal_equations(graphs, species, batch_size, DistributedContext())
     return solve_shifts(normal)
 
