@@ -3,6 +3,7 @@
 A config is a ``@dataclass`` whose field annotations say what each key accepts; :func:`check_type`
 reads them, :func:`check_known` rejects unknown keys with a close-match suggestion.
 """
+import copy
 import dataclasses
 import difflib
 import functools
@@ -11,7 +12,7 @@ import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Union
 
 __all__ = ["field_names", "field_type", "check_known", "check_keys", "check_type", "renamed_keys",
-           "renamed_arguments", "check_fields"]
+           "renamed_arguments", "check_fields", "DictConfig"]
 
 
 def field_names(cls) -> List[str]:
@@ -81,6 +82,36 @@ def check_fields(cls, mapping: Mapping[str, Any]) -> None:
     """Check the type of every entry of ``mapping`` against the annotations of dataclass ``cls``."""
     for key, value in mapping.items():
         check_type(key, value, field_type(cls, key))
+
+
+class DictConfig:
+    """Base of the package's dataclass configs: the shared ends of ``from_dict`` and ``to_dict``.
+
+    A subclass lists deprecated key names in ``RENAMES`` (old -> new), checks its keys and types
+    between :meth:`_prepared` and :meth:`_built`, and puts value checks in ``validate``.
+    """
+
+    RENAMES: Mapping[str, str] = {}
+
+    @classmethod
+    def _prepared(cls, config) -> Dict[str, Any]:
+        """A deep copy of the mapping ``config`` with deprecated names replaced (``TypeError`` otherwise)."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
+        return renamed_keys(copy.deepcopy(config), cls.RENAMES, "config")
+
+    @classmethod
+    def _built(cls, kwargs: Dict[str, Any]):
+        result = cls(**kwargs)
+        result.validate()
+        return result
+
+    def validate(self) -> None:
+        """Check values that types alone do not constrain (nothing here)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
 
 
 def check_type(name: str, value: Any, annotation) -> None:

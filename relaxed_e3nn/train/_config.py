@@ -2,7 +2,6 @@
 the package's one config machinery (:mod:`relaxed_e3nn._settings`), YAML files, ``--a.b value``
 overrides."""
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -10,8 +9,8 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from relaxed_e3nn._checks import DTYPES, ORDINARY_OPTIMIZERS, THETA_OPTIMIZERS, check_choice
-from relaxed_e3nn._settings import (check_fields, check_keys, check_known, check_type, field_names, field_type,
-                                    renamed_keys)
+from relaxed_e3nn._settings import (DictConfig, check_fields, check_keys, check_known, check_type, field_names,
+                                    field_type)
 from relaxed_e3nn.train._targets import DEFAULT_LOSS_WEIGHTS, ENERGY_TARGETS
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "DynamicsConfig", "load_config", "apply_overrides",
@@ -21,8 +20,6 @@ __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "DynamicsConfig", "load_c
 TASKS = ("box_dynamics",)
 #: learning-rate schedules
 SCHEDULERS = ("plateau", "cosine", "none")
-#: deprecated config keys and their new names
-_TRAIN_RENAMES = {"out_dir": "output_dir"}
 
 
 @dataclass
@@ -88,7 +85,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Everything a training run needs; ``TrainConfig.from_dict(yaml.safe_load(file))``.
 
     Attributes
@@ -159,15 +156,15 @@ class TrainConfig:
     loss: Dict[str, float] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
+    RENAMES = {"out_dir": "output_dir"}
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, config: Dict[str, Any]) -> "TrainConfig":
         """Build and validate a config from a nested dict (unknown keys raise with a suggestion)."""
         if isinstance(config, TrainConfig):
             return copy.deepcopy(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
-        config = renamed_keys(copy.deepcopy(config), _TRAIN_RENAMES, "config")
+        config = cls._prepared(config)
         sections = {"data": DataConfig, "optim": OptimConfig}
         kwargs = {}
         for key, value in config.items():
@@ -184,13 +181,7 @@ class TrainConfig:
             else:
                 check_type(key, value, field_type(cls, key))
                 kwargs[key] = value
-        result = cls(**kwargs)
-        result.validate()
-        return result
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain nested dict (YAML/JSON serialisable)."""
-        return dataclasses.asdict(self)
+        return cls._built(kwargs)
 
     def validate(self) -> None:
         """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
@@ -258,13 +249,11 @@ class TrainConfig:
         return float(self.loss.get(name, DEFAULT_LOSS_WEIGHTS.get(name, 1.0)))
 
 
-_DYNAMICS_RENAMES = {"out_dir": "output_dir", "layers": "num_layers", "n_bodies": "num_bodies",
-                     "n_train": "num_train", "n_val": "num_val", "n_test": "num_test"}
 _DYNAMICS_MODELS = ("degnn", "egnn")
 
 
 @dataclass
-class DynamicsConfig:
+class DynamicsConfig(DictConfig):
     """A box-dynamics run (``task: box_dynamics``): :func:`relaxed_e3nn.train.train_dynamics`.
 
     The data are ``box_nbody(num_train + num_val + num_test, ...)`` split in that order.
@@ -321,23 +310,18 @@ class DynamicsConfig:
     dtype: str = "float32"
     output_dir: Optional[str] = None
 
+    RENAMES = {"out_dir": "output_dir", "layers": "num_layers", "n_bodies": "num_bodies",
+               "n_train": "num_train", "n_val": "num_val", "n_test": "num_test"}
+
     @classmethod
     def from_dict(cls, config: Dict[str, Any]) -> "DynamicsConfig":
         """Build and validate from a flat mapping (unknown keys raise, listing all of them)."""
         if isinstance(config, DynamicsConfig):
             return copy.deepcopy(config)
-        if not isinstance(config, dict):
-            raise TypeError(f"config: expected a mapping of keys to values, got {type(config).__name__}")
-        config = renamed_keys(copy.deepcopy(config), _DYNAMICS_RENAMES, "config")
+        config = cls._prepared(config)
         check_keys(config, field_names(cls), "config")
         check_fields(cls, config)
-        result = cls(**config)
-        result.validate()
-        return result
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict (YAML/JSON serialisable)."""
-        return dataclasses.asdict(self)
+        return cls._built(config)
 
     def validate(self) -> None:
         """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
