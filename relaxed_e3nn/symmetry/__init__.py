@@ -8,12 +8,19 @@
 * :func:`breaking_significance` — is a block's breaking above the noise level?
 * :func:`equivariance_error` — model-level equivariance error per output irrep block.
 * :class:`SymmetryReport` — all of the above for one model, as text, JSON and plots.
+* :func:`validate_breaking` — which breaking held-out data support (:class:`BreakingDecision`);
+  :func:`project_thetas` imposes a group, :func:`breaking_beyond` measures what lies outside it,
+  :func:`candidate_groups` and :func:`breaking_demand` propose the groups that are tested.
 """
 from ._equivariance import BlockError, EquivarianceError, equivariance_error
 from ._report import SymmetryReport, format_axis
 from ._residual import ResidualSymmetry, find_residual_symmetry, residual_group, symmetry_errors
 from ._significance import SignificanceRow, breaking_significance
 from ._spectrum import SpectrumRow, breaking_spectrum, invariant_part, plot_signal, plot_spectrum
+# validated breaking last: its modules import the public names above from this package
+from ._projection import breaking_beyond, project_thetas
+from ._candidates import BreakingCandidate, candidate_groups
+from ._validate import BreakingDecision, breaking_demand, validate_breaking
 
 __all__ = [
     "residual_group",
@@ -32,4 +39,11 @@ __all__ = [
     "BlockError",
     "SymmetryReport",
     "format_axis",
+    "project_thetas",
+    "breaking_beyond",
+    "candidate_groups",
+    "BreakingCandidate",
+    "breaking_demand",
+    "validate_breaking",
+    "BreakingDecision",
 ]

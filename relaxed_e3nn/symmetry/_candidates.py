@@ -201,7 +201,7 @@ def candidate_groups(
     ----------
     model : torch.nn.Module
         A relaxed model (e.g. :class:`~relaxed_e3nn.models.RelaxedNetwork`).
-    parent : PointGroup or str
+    parent : PointGroup, str or structure
         The symmetry of the inputs (the largest group the model could keep), in input coordinates;
         ``"O3"`` when the inputs have no special orientation.
     tols : sequence of float

@@ -24,7 +24,7 @@ import torch
 from e3nn import o3
 
 from relaxed_e3nn._checks import as_orthogonal_matrix
-from relaxed_e3nn.groups import PointGroup, point_group
+from relaxed_e3nn.groups import PointGroup, as_point_group
 from relaxed_e3nn.nn import relaxed_parameters
 
 __all__ = ["model_frame", "project_thetas", "breaking_beyond", "ThetaProjector"]
@@ -41,11 +41,11 @@ def model_frame(model: torch.nn.Module) -> np.ndarray:
 
 
 def _as_group(group, name: str = "group") -> PointGroup:
-    if isinstance(group, PointGroup):
-        return group
-    if isinstance(group, str):
-        return point_group(group)
-    raise TypeError(f"{name} must be a PointGroup or a group name such as 'C3v', got {type(group).__name__}")
+    """A required group argument (a PointGroup, a name, or a structure standing for its point group)."""
+    result = as_point_group(group, name)
+    if result is None:
+        raise TypeError(f"{name} is required: a PointGroup, a group name such as 'C3v', or a structure")
+    return result
 
 
 def _frame_of(model: torch.nn.Module, frame) -> np.ndarray:
@@ -65,7 +65,7 @@ class ThetaProjector:
     ----------
     model : torch.nn.Module
         Holds :class:`~relaxed_e3nn.nn.RelaxedWeights` (at least one).
-    group : PointGroup or str
+    group : PointGroup, str or structure
         :math:`H`, in the coordinates of the model's *input* structures.
     frame : array-like ``[3, 3]``, optional
         The model's frame :math:`F`; default :func:`model_frame` of ``model``.
@@ -130,9 +130,10 @@ def project_thetas(model: torch.nn.Module, group, *, frame=None) -> torch.nn.Mod
     ----------
     model : torch.nn.Module
         E.g. a :class:`~relaxed_e3nn.models.RelaxedNetwork`; must hold relaxed weights.
-    group : PointGroup or str
+    group : PointGroup, str or structure
         :math:`H` in the coordinates of the model's input structures (a name means the
-        standard frame, see :func:`relaxed_e3nn.groups.point_group`).
+        standard frame, see :func:`relaxed_e3nn.groups.point_group`; an ase / pymatgen structure
+        stands for its point group, e.g. the ideal molecule in the data frame).
     frame : array-like ``[3, 3]``, optional
         The model's frame :math:`F` (rows: model axes in input coordinates). Default: the model's
         ``frame`` buffer, else ``model.config.frame``, else the identity.

@@ -235,7 +235,7 @@ def breaking_demand(model: torch.nn.Module, batches: Sequence, loss_fn: Callable
         Training batches; the gradient of the mean over batches of ``loss_fn(model, batch).mean()``.
     loss_fn : callable ``(model, batch) -> torch.Tensor``
         Per-structure losses, as in :func:`validate_breaking`.
-    parent : PointGroup or str
+    parent : PointGroup, str or structure
         The inputs' symmetry (input coordinates).
     frame : array-like ``[3, 3]``, optional
         The model frame; default the model's own.
@@ -357,7 +357,7 @@ def validate_breaking(
     loss_fn : callable ``(model, batch) -> torch.Tensor``
         Per-structure losses, a non-negative 1-D tensor (one entry per structure of the batch; not
         reduced). The fine-tune minimises their mean.
-    parent : PointGroup or str
+    parent : PointGroup, str or structure
         The inputs' own symmetry in input coordinates (``"O3"`` when they have none to speak of).
     margin : float
         :math:`\delta`: the largest relative held-out loss excess a symmetry may cost.
