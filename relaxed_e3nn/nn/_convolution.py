@@ -368,7 +368,7 @@ def load_equivariant_state(relaxed: torch.nn.Module, state: Mapping[str, torch.T
     The relaxed module must have been built with the same hyper-parameters; its state then holds
     every entry of ``state`` plus the relaxed weights only (names ending in
     ``RELAXED_STATE_SUFFIXES``: ``theta.theta``, ``edge_relaxation.weight``,
-    ``node_relaxation.weight``), which keep their initial values (:math:`	heta_\mathrm{breaking} = 0`).
+    ``node_relaxation.weight``), which keep their initial values (:math:`\theta_\mathrm{breaking} = 0`).
 
     Parameters
     ----------
