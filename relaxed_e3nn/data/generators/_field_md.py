@@ -109,6 +109,7 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
         Follow every snapshot by its images under ``C4v`` about the field (positions and forces
         rotated, energy unchanged; ``info["symmetrized_by"]``), making the dataset as a set exactly
         ``C4v``-invariant; ``num_samples`` then counts MD snapshots and ``8 num_samples`` structures are returned.
+        The images of one snapshot share ``info["orbit_id"]`` (its index).
 
     Returns
     -------
@@ -182,6 +183,7 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
                     "residual_group": residual,
                     "axis": axis.copy(),
                     "symmetrized_by": subgroup,
+                    "orbit_id": len(snapshots) // len(elements),  # the images of one sample share it
                 })
                 frame.arrays["REF_forces"] = forces @ g.T
                 snapshots.append(frame)

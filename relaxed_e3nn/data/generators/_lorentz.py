@@ -128,7 +128,8 @@ def lorentz(num_samples: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0,
         Follow every sample by its images under a finite subgroup of the residual group
         (``C4`` for ``Cinf``, the mirror for ``Cs``, ...; ``info["symmetrized_by"]``), so that the
         dataset as a set is exactly invariant under it; ``num_samples`` then counts independent samples
-        and ``num_samples * |subgroup|`` structures are returned.
+        and ``num_samples * |subgroup|`` structures are returned. The images of one sample share
+        ``info["orbit_id"]`` (its index), which splits and batches keep together.
 
     Returns
     -------
@@ -182,6 +183,7 @@ def lorentz(num_samples: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0,
                 "residual_group": residual,
                 "axis": axis.copy(),
                 "symmetrized_by": subgroup,
+                "orbit_id": len(samples) // len(elements),  # the images of one sample share it
             })
             samples.append(atoms)
     return samples
