@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import numbers
 import typing
 import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Union
@@ -78,10 +79,13 @@ def renamed_arguments(**renames: str):
     return decorate
 
 
-def check_fields(cls, mapping: Mapping[str, Any]) -> None:
-    """Check the type of every entry of ``mapping`` against the annotations of dataclass ``cls``."""
+def check_fields(cls, mapping: Mapping[str, Any], where: str = "config", error: type = TypeError) -> None:
+    """Check the type of every entry of ``mapping`` against the annotations of dataclass ``cls``.
+
+    A mismatch raises ``error`` (``TypeError`` unless a config documents another) naming the key.
+    """
     for key, value in mapping.items():
-        check_type(key, value, field_type(cls, key))
+        check_type(key, value, field_type(cls, key), where, error)
 
 
 class DictConfig:
@@ -114,10 +118,10 @@ class DictConfig:
         return dataclasses.asdict(self)
 
 
-def check_type(name: str, value: Any, annotation) -> None:
+def check_type(name: str, value: Any, annotation, where: str = "config", error: type = TypeError) -> None:
     if not _matches(value, annotation):
-        raise TypeError(
-            f"config: {name} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
+        raise error(
+            f"{where}: {name} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
         )
 
 
@@ -131,10 +135,10 @@ def _matches(value, annotation) -> bool:
         return value is None
     if annotation is bool:
         return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is int:  # numbers.Integral: numpy integers too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
     if origin in (list, List):

@@ -193,14 +193,15 @@ def test_bad_payloads_raise_clear_errors(tmp_path):
     assert type(load(tmp_path / "degnn.pt", kind="DEGNN")) is DEGNN
 
 
-def _tiny_config(out_dir, **kwargs):
-    config = dict(model="degnn", hidden=4, layers=1, n_train=4, n_val=4, n_test=4, epochs=2, batch_size=4,
-                  input_frame=1, target_frame=2, out_dir=None if out_dir is None else str(out_dir))
+def _tiny_config(output_dir, **kwargs):
+    config = dict(model="degnn", hidden=4, num_layers=1, num_train=4, num_val=4, num_test=4, epochs=2,
+                  batch_size=4, input_frame=1, target_frame=2,
+                  output_dir=None if output_dir is None else str(output_dir))
     return {**config, **kwargs}
 
 
 def test_train_dynamics_writes_the_scored_model(tmp_path):
-    data = box_nbody(n_samples=12, n_bodies=4, input_frame=1, target_frame=2, seed=0)
+    data = box_nbody(num_samples=12, num_bodies=4, input_frame=1, target_frame=2, seed=0)
     result = train_dynamics(_tiny_config(tmp_path / "run", dtype="float64"), data=data)
     model_path = tmp_path / "run" / "model.pt"
     assert result["model_path"] == str(model_path)
@@ -219,7 +220,7 @@ def test_train_dynamics_writes_the_scored_model(tmp_path):
 
 
 def test_train_dynamics_writes_nothing_when_training_fails(tmp_path):
-    data = box_nbody(n_samples=12, n_bodies=4, input_frame=1, target_frame=2, seed=0)
+    data = box_nbody(num_samples=12, num_bodies=4, input_frame=1, target_frame=2, seed=0)
     broken = dataclasses.replace(data, targets=np.full_like(data.targets, np.nan))
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train_dynamics(_tiny_config(tmp_path / "run"), data=broken)

@@ -1,11 +1,11 @@
 """The configuration of :class:`~relaxed_e3nn.models.RelaxedNetwork`: a plain, serialisable dataclass."""
 import math
 import warnings
-from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields
-from typing import Dict, List, Optional, Union
+from dataclasses import MISSING, InitVar, dataclass, field, fields
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from relaxed_e3nn._checks import RELAX_AT, is_int, is_number, parse_irreps
-from relaxed_e3nn._settings import renamed_keys
+from relaxed_e3nn._settings import DictConfig, check_fields, check_keys, field_names, field_type
 
 __all__ = ["RelaxedNetworkConfig"]
 
@@ -14,13 +14,13 @@ _OUTPUTS = ("energy", "node", "graph")
 _GRAPH_REDUCE = ("mean", "sum")
 _IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 #: deprecated key names read from dicts and files, mapped to the current ones
-_RENAMED = {"layers": "num_layers"}
+_RENAMED = {"layers": "num_layers", "radial_layers": "num_radial_layers"}
 #: fitted values that older configs carried; they now live only in the model's buffers
 FITTED_KEYS = ("atomic_energies", "scale")
 
 
 @dataclass
-class RelaxedNetworkConfig:
+class RelaxedNetworkConfig(DictConfig):
     r"""Every choice that defines a :class:`~relaxed_e3nn.models.RelaxedNetwork`.
 
     The config is the model's identity: together with a ``state_dict`` it rebuilds the model
@@ -59,7 +59,7 @@ class RelaxedNetworkConfig:
         Number of ``smooth_finite`` radial basis functions on ``[0, cutoff]``.
     radial_neurons : int
         Width of the hidden layers of the radial network that maps the basis to tensor-product weights.
-    radial_layers : int
+    num_radial_layers : int
         Number of hidden layers of that radial network.
     num_neighbors : float
         Typical number of neighbors; messages are summed and divided by
@@ -103,6 +103,10 @@ class RelaxedNetworkConfig:
 
     with :math:`\varepsilon_i` the scalar output of the last convolution at atom :math:`i`,
     ``scale`` and :math:`E^0` the model's buffers.
+
+    :meth:`from_dict` still reads the former key names ``layers`` (now ``num_layers``) and
+    ``radial_layers`` (now ``num_radial_layers``) with a ``DeprecationWarning``; model files
+    written with them load without one.
     """
 
     species: List[int]
@@ -115,7 +119,7 @@ class RelaxedNetworkConfig:
     lmax: int = 2
     num_radial_basis: int = 8
     radial_neurons: int = 32
-    radial_layers: int = 1
+    num_radial_layers: int = 1
     num_neighbors: float = 12.0
     relaxed: bool = True
     irreps_relaxed: Union[int, str] = 2
@@ -125,48 +129,43 @@ class RelaxedNetworkConfig:
     atomic_energies: InitVar[Optional[List[float]]] = None
     scale: InitVar[Optional[float]] = None
 
+    RENAMES = _RENAMED
+
     def __post_init__(self, atomic_energies, scale):
-        self._check_types()
-        self._check_values()
+        # types through the shared annotation checks (ValueError, as this config always raised)
+        check_fields(type(self), {name: getattr(self, name) for name in field_names(type(self))}, _WHERE,
+                     ValueError)
+        self._check_contents()
+        self.validate()
         #: initial buffer values from a deprecated config (``{}`` when none); read by RelaxedNetwork
         self.initial_buffers = self._check_fitted(atomic_energies, scale)
 
     # ------------------------------------------------------------------ validation
-    def _check_types(self):
+    def _check_contents(self) -> None:
+        """Element types of the list and dict fields; numbers become plain Python ints and floats."""
         def need(key, ok, expected):
             if not ok:
                 value = getattr(self, key)
-                raise ValueError(
-                    f"RelaxedNetworkConfig: {key} must be {expected}, got {value!r} ({type(value).__name__})"
-                )
+                raise ValueError(f"{_WHERE}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
 
-        need("species", isinstance(self.species, (list, tuple)) and all(is_int(z) for z in self.species),
-             "a list of atomic numbers (ints)")
+        for name in field_names(type(self)):
+            kind = field_type(type(self), name)
+            if kind in (int, float):
+                setattr(self, name, kind(getattr(self, name)))
+        need("species", all(is_int(z) for z in self.species), "a list of atomic numbers (ints)")
         self.species = [int(z) for z in self.species]
-        for key in ("cutoff", "num_neighbors"):
-            need(key, is_number(getattr(self, key)), "a number")
-            setattr(self, key, float(getattr(self, key)))
-        for key in ("num_layers", "lmax", "num_radial_basis", "radial_neurons", "radial_layers"):
-            need(key, is_int(getattr(self, key)), "an int")
-        for key in ("output", "graph_reduce", "irreps_hidden", "relax_at"):
-            need(key, isinstance(getattr(self, key), str), "a string")
-        need("irreps_out", self.irreps_out is None or isinstance(self.irreps_out, str), "an irreps string or None")
-        need("relaxed", isinstance(self.relaxed, bool), "a bool")
-        need("irreps_relaxed", is_int(self.irreps_relaxed) or isinstance(self.irreps_relaxed, str),
-             "an int L or an irreps string")
-        need("node_features", isinstance(self.node_features, dict)
-             and all(isinstance(k, str) and isinstance(v, str) for k, v in self.node_features.items()),
+        need("node_features", all(isinstance(k, str) and isinstance(v, str) for k, v in self.node_features.items()),
              "a dict of feature name (str) to irreps (str)")
         self.node_features = dict(self.node_features)
-        need("frame", isinstance(self.frame, (list, tuple)) and len(self.frame) == 3
-             and all(isinstance(r, (list, tuple)) and len(r) == 3 and all(is_number(x) for x in r)
-                     for r in self.frame),
+        need("frame", len(self.frame) == 3 and all(
+            isinstance(r, (list, tuple)) and len(r) == 3 and all(is_number(x) for x in r) for r in self.frame),
              "a 3x3 nested list of numbers")
         self.frame = [[float(x) for x in row] for row in self.frame]
 
-    def _check_values(self):
+    def validate(self) -> None:
+        """Check values that types alone do not constrain; raise ``ValueError`` naming the key."""
         def fail(key, expected):
-            raise ValueError(f"RelaxedNetworkConfig: {key} must be {expected}, got {getattr(self, key)!r}")
+            raise ValueError(f"{_WHERE}: {key} must be {expected}, got {getattr(self, key)!r}")
 
         if not self.species or len(set(self.species)) != len(self.species) or min(self.species) < 1 \
                 or max(self.species) > 118:
@@ -185,18 +184,12 @@ class RelaxedNetworkConfig:
                 fail("irreps_out", "non-empty irreps")
         if self.graph_reduce not in _GRAPH_REDUCE:
             fail("graph_reduce", f"one of {_GRAPH_REDUCE}")
-        if self.num_layers < 1:
-            fail("num_layers", "at least 1")
         if parse_irreps("irreps_hidden", self.irreps_hidden, _WHERE).dim == 0:
             fail("irreps_hidden", "non-empty irreps")
-        if self.lmax < 0:
-            fail("lmax", "a non-negative int")
-        if self.num_radial_basis < 1:
-            fail("num_radial_basis", "at least 1")
-        if self.radial_neurons < 1:
-            fail("radial_neurons", "at least 1")
-        if self.radial_layers < 0:
-            fail("radial_layers", "a non-negative int")
+        for key, minimum in (("num_layers", 1), ("lmax", 0), ("num_radial_basis", 1), ("radial_neurons", 1),
+                             ("num_radial_layers", 0)):
+            if getattr(self, key) < minimum:
+                fail(key, "a non-negative int" if minimum == 0 else f"at least {minimum}")
         if not (math.isfinite(self.num_neighbors) and self.num_neighbors > 0):
             fail("num_neighbors", "a positive number")
         if is_int(self.irreps_relaxed):
@@ -208,9 +201,9 @@ class RelaxedNetworkConfig:
             fail("relax_at", f"one of {RELAX_AT}")
         for name, irreps in self.node_features.items():
             if not name:
-                raise ValueError("RelaxedNetworkConfig: node_features names must be non-empty strings")
+                raise ValueError(f"{_WHERE}: node_features names must be non-empty strings")
             if parse_irreps(f"node_features[{name!r}]", irreps, _WHERE).dim == 0:
-                raise ValueError(f"RelaxedNetworkConfig: node_features[{name!r}] must be non-empty irreps")
+                raise ValueError(f"{_WHERE}: node_features[{name!r}] must be non-empty irreps")
         frame = self.frame
         for i in range(3):
             for j in range(3):
@@ -248,30 +241,39 @@ class RelaxedNetworkConfig:
     def frame_is_identity(self) -> bool:
         return self.frame == _IDENTITY
 
-    def to_dict(self) -> dict:
-        """A plain dict (JSON/YAML/``weights_only``-safe) that :meth:`from_dict` turns back into this config."""
-        return asdict(self)
+    @classmethod
+    def known_keys(cls) -> List[str]:
+        """Every key :meth:`from_dict` reads: the fields, the former fitted fields and the deprecated names."""
+        return field_names(cls) + list(FITTED_KEYS) + list(cls.RENAMES)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RelaxedNetworkConfig":
+    def from_dict(cls, d: Dict[str, Any]) -> "RelaxedNetworkConfig":
         """Build a config from a dict; unknown keys or wrong types raise ``ValueError`` naming the key.
 
         Missing keys take their defaults (``species`` is required). Deprecated names (``layers``
-        for ``num_layers``) are read with a ``DeprecationWarning``, as are the former fields
-        ``atomic_energies`` and ``scale`` (see the class notes).
+        for ``num_layers``, ``radial_layers`` for ``num_radial_layers``) are read with a
+        ``DeprecationWarning``, as are the former fields ``atomic_energies`` and ``scale`` (see the
+        class notes).
         """
         if not isinstance(d, dict):
-            raise ValueError(f"RelaxedNetworkConfig.from_dict: expected a dict, got {type(d).__name__}")
-        d = renamed_keys(d, _RENAMED, f"{_WHERE}.from_dict")
-        known = {f.name for f in fields(cls)} | set(FITTED_KEYS)
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ValueError(
-                f"RelaxedNetworkConfig.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}"
-            )
+            raise ValueError(f"{_WHERE}.from_dict: expected a dict, got {type(d).__name__}")
+        d = cls._prepared(d)
+        check_keys(d, field_names(cls) + list(FITTED_KEYS), f"{_WHERE}.from_dict")
         required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing = [k for k in required if k not in d]
         if missing:
-            raise ValueError(f"RelaxedNetworkConfig.from_dict: missing required key(s) {missing}")
-        return cls(**d)
+            raise ValueError(f"{_WHERE}.from_dict: missing required key(s) {missing}")
+        return cls(**d)  # __post_init__ checks types and values
 
+
+def current_keys(stored: Mapping[str, Any]) -> Dict[str, Any]:
+    """A stored config (a model file's) with former names replaced and former fitted fields dropped.
+
+    Files keep the names they were written with; reading them is not a use of a deprecated name,
+    so nothing is warned. The fitted values are in the file's ``state_dict`` as buffers.
+    """
+    out = {k: v for k, v in stored.items() if k not in FITTED_KEYS}
+    for old, new in _RENAMED.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out

@@ -39,7 +39,7 @@ from relaxed_e3nn import __version__
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn._checks import DTYPES, dtype_name, model_dtype
 from relaxed_e3nn.discrete import DEGNN, EGNN
-from relaxed_e3nn.models._config import FITTED_KEYS, RelaxedNetworkConfig
+from relaxed_e3nn.models._config import RelaxedNetworkConfig, current_keys
 from relaxed_e3nn.models._network import RelaxedNetwork
 
 __all__ = [
@@ -247,9 +247,9 @@ def _checked_header(d, source: str):
 
 def _network_from_dict(d: dict, dtype, saved_dtype, source: str) -> RelaxedNetwork:
     """A ``RelaxedNetwork`` from a payload whose header is already checked."""
-    # version-1 configs also carried the fitted values, which the state's buffers hold as well
-    config = {k: v for k, v in d["config"].items() if k not in FITTED_KEYS} if isinstance(d["config"], dict) \
-        else d["config"]
+    # files keep the key names they were written with (version-1 configs also carried the fitted
+    # values, which the state's buffers hold as well)
+    config = current_keys(d["config"]) if isinstance(d["config"], dict) else d["config"]
     try:
         config = RelaxedNetworkConfig.from_dict(config)
     except ValueError as err:

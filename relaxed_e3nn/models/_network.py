@@ -171,11 +171,11 @@ class RelaxedNetwork(torch.nn.Module):
         if not cfg.relaxed:
             return Convolution(
                 irreps_in, self.irreps_node_attr, self.irreps_edge_attr, irreps_out,
-                cfg.num_radial_basis, cfg.radial_layers, cfg.radial_neurons, cfg.num_neighbors,
+                cfg.num_radial_basis, cfg.num_radial_layers, cfg.radial_neurons, cfg.num_neighbors,
             )
         return RelaxedConvolution(
             irreps_in, self.irreps_node_attr, self.irreps_edge_attr, irreps_out,
-            cfg.num_radial_basis, cfg.radial_layers, cfg.radial_neurons, cfg.num_neighbors,
+            cfg.num_radial_basis, cfg.num_radial_layers, cfg.radial_neurons, cfg.num_neighbors,
             irreps_relaxed=cfg.irreps_relaxed, relax_at=cfg.relax_at,
         )
 
