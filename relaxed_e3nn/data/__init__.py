@@ -3,6 +3,7 @@ from relaxed_e3nn.data._batch import GraphDataset, collate
 from relaxed_e3nn.data._builders import from_arrays, from_ase, from_pymatgen, read
 from relaxed_e3nn.data._graph import AtomicGraph
 from relaxed_e3nn.data._neighbors import neighbor_list
+from relaxed_e3nn.data._orbits import ORBIT_ID_KEY, orbit_batches, orbit_ids_of, orbit_split, symmetrize
 
 __all__ = [
     "AtomicGraph",
@@ -13,4 +14,9 @@ __all__ = [
     "read",
     "collate",
     "GraphDataset",
+    "symmetrize",
+    "orbit_ids_of",
+    "orbit_split",
+    "orbit_batches",
+    "ORBIT_ID_KEY",
 ]

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 
 from ._linalg import canonical_sign, frame_from_axes, nearest_orthogonal, perpendicular_unit
-from ._point_group import PointGroup, point_group, point_group_from_elements
+from ._point_group import PointGroup, point_group, point_group_from_elements, point_group_from_generators
 
 __all__ = ["point_group_of", "as_point_group"]
 
@@ -131,6 +131,7 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2, eigen_tolerance=N
         axis = canonical_sign(np.linalg.svd(centred)[2][0])
         frame = frame_from_axes(axis, perpendicular_unit(axis))
         return PointGroup("Dinfh" if symbol.startswith("D") else "Cinfv", frame)
-    ops = analyzer.get_symmetry_operations()
-    mats = np.stack([op.rotation_matrix for op in ops])
-    return point_group_from_elements(nearest_orthogonal(mats), tol=tol)
+    # the operations found are closed here, with a bound on the order: pymatgen's own closure
+    # (get_symmetry_operations) never stops when approximate operations do not close
+    mats = np.stack([op.rotation_matrix for op in analyzer.symmops])
+    return point_group_from_generators(nearest_orthogonal(mats), tol=tol)
