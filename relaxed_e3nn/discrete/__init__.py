@@ -15,9 +15,13 @@ group in from the bottom up. Models are saved with ``relaxed_e3nn.save`` like ev
 """
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import EdgeOutputs, PointGroupMessagePassing
-from relaxed_e3nn.discrete._models import DEGNN, EGNN, EGNNLayer, fully_connected_batch
+from relaxed_e3nn.discrete._models import STATISTICS_BUFFERS, DEGNN, EGNN, EGNNLayer, fully_connected_batch
+from relaxed_e3nn.discrete._wellposed import BASELINES, reflect_into_box
 
 __all__ = [
+    "BASELINES",
+    "STATISTICS_BUFFERS",
+    "reflect_into_box",
     "DEGNN",
     "EGNN",
     "EGNNLayer",

@@ -62,6 +62,7 @@ import torch
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._orbit import orbit_sum_and_readout
+from relaxed_e3nn.discrete._wellposed import bounded, zero_last_layer
 
 __all__ = ["PointGroupMessagePassing", "EdgeOutputs"]
 
@@ -121,6 +122,10 @@ class PointGroupMessagePassing(torch.nn.Module):
     vector_channels : int
         Number ``C`` of group-averaged vector channels mixed by the invariant gates
         :math:`\gamma(m_e)`.
+    coefficient_bound : float, optional
+        Bound ``b`` on the invariant coefficients :math:`\phi_x`, :math:`\phi_v`, :math:`\gamma`
+        (each ``b tanh(./b)``); the last layers of :math:`\phi_x` and :math:`\phi_v` then start at
+        zero. None (default): unbounded, as in format-1 files.
 
     Notes
     -----
@@ -139,8 +144,12 @@ class PointGroupMessagePassing(torch.nn.Module):
         reduce: str = "mean",
         node_orbit: bool = False,
         vector_channels: int = 2,
+        coefficient_bound: Optional[float] = None,
     ):
         super().__init__()
+        if coefficient_bound is not None and not float(coefficient_bound) > 0:
+            raise ValueError(f"coefficient_bound must be a positive number or None, got {coefficient_bound!r}")
+        self.coefficient_bound = None if coefficient_bound is None else float(coefficient_bound)
         if int(vector_channels) < 1:
             raise ValueError(f"vector_channels must be a positive integer, got {vector_channels!r}")
         if variant not in VARIANTS:
@@ -192,6 +201,9 @@ class PointGroupMessagePassing(torch.nn.Module):
                 torch.randn(vector_channels, width, 3) * (1e-2 / math.sqrt(width))
             )
         self.node_mlp = _mlp(2 * self.hidden, self.hidden, self.hidden)
+        if self.coefficient_bound is not None:
+            zero_last_layer(self.radial_coefficient)
+            zero_last_layer(self.velocity_coefficient)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -205,7 +217,8 @@ class PointGroupMessagePassing(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"|G|={self.group_order}, hidden={self.hidden}, orbit_width={self.orbit_width}, "
-            f"variant={self.variant!r}, reduce={self.reduce!r}, node_orbit={self.node_orbit}"
+            f"variant={self.variant!r}, reduce={self.reduce!r}, node_orbit={self.node_orbit}, "
+            f"coefficient_bound={self.coefficient_bound}"
         )
 
     # -- orbit machinery --------------------------------------------------------------------
@@ -285,9 +298,10 @@ class PointGroupMessagePassing(torch.nn.Module):
         # group-averaged channels afterwards instead of the per-element features
         embedding, per_channel = self._orbit_block(tuples, self.orbit_weight, shift, self.vector_readout)
         messages = torch.nn.functional.silu(self.message_linear(embedding))
-        gate = self.vector_gate(messages)
+        bound = self.coefficient_bound
+        gate = bounded(self.vector_gate(messages), bound)
         edge_vectors = torch.einsum("mc,mca->ma", gate, per_channel)
-        edge_vectors = edge_vectors + diff * self.radial_coefficient(messages)
+        edge_vectors = edge_vectors + diff * bounded(self.radial_coefficient(messages), bound)
         if self.node_orbit:
             node_tuples = torch.stack([rel, vel], dim=1)  # (N, 2, 3)
             _, node_channels = self._orbit_block(
@@ -297,7 +311,8 @@ class PointGroupMessagePassing(torch.nn.Module):
                 self.node_vector_readout,
                 pool=False,
             )
-            node_vectors = torch.einsum("mc,mca->ma", self.node_vector_gate(node_features), node_channels)
+            node_gate = bounded(self.node_vector_gate(node_features), bound)
+            node_vectors = torch.einsum("mc,mca->ma", node_gate, node_channels)
         else:
             node_vectors = torch.zeros_like(pos)
         return EdgeOutputs(embedding, messages, edge_vectors, node_vectors)
@@ -336,6 +351,7 @@ class PointGroupMessagePassing(torch.nn.Module):
         n = pos.shape[0]
         aggregated = scatter(out.messages, edge_dst, dim=0, dim_size=n, reduce="sum")
         displacement = scatter(out.edge_vectors, edge_dst, dim=0, dim_size=n, reduce="mean")
-        new_pos = pos + displacement + out.node_vectors + self.velocity_coefficient(node_features) * vel
+        velocity_term = bounded(self.velocity_coefficient(node_features), self.coefficient_bound) * vel
+        new_pos = pos + displacement + out.node_vectors + velocity_term
         new_features = node_features + self.node_mlp(torch.cat([node_features, aggregated], dim=-1))
         return new_features, new_pos

@@ -10,10 +10,18 @@ Node inputs are the per-particle scalars ``node_attr`` (charges, masses, species
 :math:`|v_i|^2`; each edge also gets the products ``node_attr[i] * node_attr[j]``
 (e.g. :math:`q_i q_j`) as invariant edge scalars.
 
+Well-posed outputs (see :mod:`relaxed_e3nn.discrete._wellposed`): with ``normalize=True`` the
+network sees scalar-normalised inputs (statistics from :meth:`fit_statistics`, held as buffers so
+``relaxed_e3nn.load`` reproduces predictions bit for bit) and ``log(1 + |v|^2)``, and predicts a
+bounded residual on top of the ``baseline`` (free flight ``x + v dt``, or free flight reflected
+by the walls); ``coefficient_bound`` bounds the invariant coefficient networks. The defaults
+(no baseline, no normalisation, unbounded) are those of format-1 files.
+
 Both are written and read with ``relaxed_e3nn.save`` / ``relaxed_e3nn.load`` (the package's one
 model file format) through ``to_config`` / ``from_config`` and their ``state_dict``.
 """
-from typing import Optional
+import math
+from typing import Dict, Optional
 
 import torch
 
@@ -21,6 +29,8 @@ from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.discrete._group_elements import group_elements
 from relaxed_e3nn.discrete._message_passing import PointGroupMessagePassing, _mlp
+from relaxed_e3nn.discrete._wellposed import (bounded, check_box_subgroup, checked_option, fitted_statistics,
+                                              reflect_into_box, squash, zero_last_layer)
 from relaxed_e3nn.groups import point_group
 
 __all__ = ["DEGNN", "EGNN", "EGNNLayer", "fully_connected_batch"]
@@ -78,37 +88,60 @@ def _node_centers(center, default, pos, batch):
     raise ValueError(f"center: expected shape (3,) or (B, 3), got {tuple(c.shape)}")
 
 
+#: constructor options added after format 1, with the values that reproduce format-1 files
+_WELL_POSED_DEFAULTS = {"baseline": "none", "time_step": None, "half_widths": None, "coefficient_bound": None,
+                        "normalize": False}
+#: buffers that hold training statistics (``relaxed_e3nn.load`` keeps them in any dtype)
+STATISTICS_BUFFERS = ("length_scale", "velocity_scale", "attr_scale", "target_scale", "output_bound")
+
+
 class _DynamicsModel(torch.nn.Module):
-    """Shared embedding, input checks, the stack of layers and the config round trip."""
+    """Shared embedding, input checks, normalisation, baseline, the stack of layers and the config round trip."""
 
     _CONFIG_KEYS = ("node_attr_dim", "hidden", "layers", "center")
 
-    def __init__(self, node_attr_dim: int, hidden: int, layers: int, center):
+    def __init__(self, node_attr_dim: int, hidden: int, layers: int, center, baseline: str = "none",
+                 time_step: Optional[float] = None, half_widths=None, coefficient_bound: Optional[float] = None,
+                 normalize: bool = False):
         super().__init__()
         if int(node_attr_dim) < 0:
             raise ValueError(f"node_attr_dim must be >= 0, got {node_attr_dim!r}")
         if int(hidden) < 1 or int(layers) < 1:
             raise ValueError(f"hidden and layers must be positive integers, got {hidden!r}, {layers!r}")
+        if coefficient_bound is not None and not float(coefficient_bound) > 0:
+            raise ValueError(f"coefficient_bound must be a positive number or None, got {coefficient_bound!r}")
         self.node_attr_dim = int(node_attr_dim)
         self.hidden = int(hidden)
         self.num_layers = int(layers)
+        self.half_widths = checked_option(baseline, time_step, half_widths, type(self).__name__)
+        self.baseline = baseline
+        self.time_step = None if time_step is None else float(time_step)
+        self.coefficient_bound = None if coefficient_bound is None else float(coefficient_bound)
+        self.normalize = bool(normalize)
         self.embedding = torch.nn.Linear(self.node_attr_dim + 1, self.hidden)
         c = torch.zeros(3) if center is None else torch.as_tensor(center, dtype=torch.get_default_dtype())
         if c.shape != (3,) or not torch.isfinite(c).all():
             raise ValueError(f"center: expected 3 finite numbers, got {center!r}")
         self.register_buffer("center", c.clone())
+        for name in STATISTICS_BUFFERS:  # identity until fit_statistics; output_bound inf: no squash
+            value = torch.ones(self.node_attr_dim) if name == "attr_scale" else torch.tensor(1.0)
+            self.register_buffer(name, value * math.inf if name == "output_bound" else value)
         self.layers = torch.nn.ModuleList()
 
     def to_config(self) -> dict:
         """The constructor arguments as plain data (JSON-able): ``type(self).from_config`` inverts it.
 
-        ``center`` is the current value of the ``center`` buffer.
+        ``center`` is the current value of the ``center`` buffer. The options added after
+        format 1 appear only where they differ from their format-1 values.
         """
+        options = {"baseline": self.baseline, "time_step": self.time_step, "half_widths": self.half_widths,
+                   "coefficient_bound": self.coefficient_bound, "normalize": self.normalize}
         return {
             "node_attr_dim": self.node_attr_dim,
             "hidden": self.hidden,
             "layers": self.num_layers,
             "center": [float(x) for x in self.center.detach().cpu().tolist()],
+            **{k: v for k, v in options.items() if v != _WELL_POSED_DEFAULTS[k]},
         }
 
     @classmethod
@@ -116,17 +149,20 @@ class _DynamicsModel(torch.nn.Module):
         if not isinstance(config, dict):
             raise TypeError(f"{cls.__name__}.from_config: config must be a dict, got {type(config).__name__}")
         missing = [k for k in cls._CONFIG_KEYS if k not in config]
-        unknown = sorted(set(config) - set(cls._CONFIG_KEYS))
+        unknown = sorted(set(config) - set(cls._CONFIG_KEYS) - set(_WELL_POSED_DEFAULTS))
         if missing or unknown:
             raise ValueError(
                 f"{cls.__name__}.from_config: config has missing keys {missing} and unknown keys {unknown}; "
-                f"expected exactly {list(cls._CONFIG_KEYS)}"
+                f"expected {list(cls._CONFIG_KEYS)} and optionally {list(_WELL_POSED_DEFAULTS)}"
             )
-        return dict(config)
+        return {**_WELL_POSED_DEFAULTS, **config}
 
     @classmethod
     def from_config(cls, config: dict, dtype: Optional[torch.dtype] = None) -> "_DynamicsModel":
         """A freshly initialised model from :meth:`to_config`'s dict, in ``dtype`` (default dtype if omitted).
+
+        Options added after format 1 (``baseline``, ``time_step``, ``half_widths``,
+        ``coefficient_bound``, ``normalize``) may be absent: they then take the format-1 behaviour.
 
         Raises
         ------
@@ -136,6 +172,35 @@ class _DynamicsModel(torch.nn.Module):
         _check_dtype(cls, dtype)
         model = cls(**cls._kwargs_from_config(config))
         return model if dtype is None else model.to(dtype)
+
+    @torch.no_grad()
+    def fit_statistics(self, pos: torch.Tensor, vel: torch.Tensor, node_attr: torch.Tensor,
+                       target: torch.Tensor) -> Dict[str, float]:
+        """Set the normalisation buffers from training samples ``(S, N, 3)`` / ``(S, N, node_attr_dim)``.
+
+        The residual is ``target - baseline``; see :func:`~relaxed_e3nn.discrete._wellposed.fitted_statistics`.
+        Returns the fitted values (``attr_scale`` as a list).
+        """
+        if pos.dim() != 3 or vel.shape != pos.shape or target.shape != pos.shape:
+            raise ValueError(f"fit_statistics: pos, vel and target must share a shape (S, N, 3), got "
+                             f"{tuple(pos.shape)}, {tuple(vel.shape)}, {tuple(target.shape)}")
+        if node_attr.shape != pos.shape[:2] + (self.node_attr_dim,):
+            raise ValueError(f"fit_statistics: node_attr must have shape {tuple(pos.shape[:2]) + (self.node_attr_dim,)}")
+        center = self.center.to(pos.dtype)
+        base = self._baseline(pos.reshape(-1, 3), vel.reshape(-1, 3), center.expand(pos.numel() // 3, 3))
+        stats = fitted_statistics(pos, vel, node_attr, target - base.view_as(target), center)
+        for name, value in stats.items():
+            getattr(self, name).copy_(value)
+        return {k: (v.tolist() if v.dim() else float(v)) for k, v in stats.items()}
+
+    def _baseline(self, pos, vel, node_center):
+        if self.baseline == "none":
+            return pos
+        flight = pos + vel * self.time_step
+        if self.baseline == "free_flight":
+            return flight
+        widths = torch.tensor(self.half_widths, dtype=pos.dtype, device=pos.device)
+        return node_center + reflect_into_box(flight - node_center, widths)
 
     def forward(
         self,
@@ -166,11 +231,24 @@ class _DynamicsModel(torch.nn.Module):
         edge_src = edge_src.long()
         edge_dst = edge_dst.long()
         node_center = _node_centers(center, self.center, pos, batch)
-        features = self.embedding(torch.cat([node_attr, (vel * vel).sum(-1, keepdim=True)], dim=-1))
-        edge_attr = node_attr[edge_src] * node_attr[edge_dst]
+        if self.normalize:
+            x0 = (pos - node_center) / self.length_scale
+            v, attr, layer_center = vel / self.velocity_scale, node_attr / self.attr_scale, torch.zeros_like(pos)
+            speed = torch.log1p((v * v).sum(-1, keepdim=True))
+        else:
+            x0, v, attr, layer_center = pos, vel, node_attr, node_center
+            speed = (vel * vel).sum(-1, keepdim=True)
+        features = self.embedding(torch.cat([attr, speed], dim=-1))
+        edge_attr = attr[edge_src] * attr[edge_dst]
+        x = x0
         for layer in self.layers:
-            features, pos = self._layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr)
-        return pos
+            features, x = self._layer(layer, features, x, v, layer_center, edge_src, edge_dst, edge_attr)
+        if not self.normalize and self.baseline == "none":
+            return x  # the format-1 model, bit for bit
+        residual = (x - x0) * self.target_scale
+        if bool(torch.isfinite(self.output_bound)):
+            residual = squash(residual, self.output_bound)
+        return self._baseline(pos, vel, node_center) + residual
 
 
 class DEGNN(_DynamicsModel):
@@ -199,6 +277,17 @@ class DEGNN(_DynamicsModel):
         Width of the per-element features (default ``hidden``).
     node_orbit : bool
         Include the group-averaged node term.
+    baseline : {"none", "free_flight", "reflected"}
+        What the network's residual is added to; ``"reflected"`` (free flight folded back by the
+        walls) needs ``half_widths`` and a group that maps the box onto itself.
+    time_step : float, optional
+        Time from input to target (needed by the baselines).
+    half_widths : sequence of 3 floats, optional
+        The box, for the ``"reflected"`` baseline (about ``center``).
+    coefficient_bound : float, optional
+        Bound of the invariant coefficient networks (see :class:`PointGroupMessagePassing`).
+    normalize : bool
+        Scalar normalisation of inputs and residual, bounded output (see the module docstring).
 
     Examples
     --------
@@ -227,8 +316,9 @@ class DEGNN(_DynamicsModel):
         reduce: str = "mean",
         orbit_width: Optional[int] = None,
         node_orbit: bool = False,
+        **well_posed,
     ):
-        super().__init__(node_attr_dim, hidden, layers, center)
+        super().__init__(node_attr_dim, hidden, layers, center, **well_posed)
         self.variant = variant  # validated by the layers
         # float64 master copy of the group (the layers' buffers follow the model's dtype), kept
         # for the config so the group survives save/load exactly whatever the model's dtype
@@ -236,6 +326,8 @@ class DEGNN(_DynamicsModel):
         if isinstance(group, str):
             group = point_group(group)  # its canonical name
         self.group_name: Optional[str] = getattr(group, "schoenflies", None)
+        if self.baseline == "reflected":
+            check_box_subgroup(self._group_elements, self.half_widths, "DEGNN")
         for _ in range(self.num_layers):
             self.layers.append(
                 PointGroupMessagePassing(
@@ -246,6 +338,7 @@ class DEGNN(_DynamicsModel):
                     variant=variant,
                     reduce=reduce,
                     node_orbit=node_orbit,
+                    coefficient_bound=self.coefficient_bound,
                 )
             )
 
@@ -312,15 +405,19 @@ class EGNNLayer(torch.nn.Module):
         h_i' = h_i + \phi_h(h_i, \textstyle\sum_j m_e).
     """
 
-    def __init__(self, hidden: int, edge_attr_dim: int = 0):
+    def __init__(self, hidden: int, edge_attr_dim: int = 0, coefficient_bound: Optional[float] = None):
         super().__init__()
         self.hidden = int(hidden)
         self.edge_attr_dim = int(edge_attr_dim)
+        self.coefficient_bound = None if coefficient_bound is None else float(coefficient_bound)
         self.invariant_linear = torch.nn.Linear(2 * self.hidden + 1 + self.edge_attr_dim, self.hidden)
         self.message_linear = torch.nn.Linear(self.hidden, self.hidden)
         self.radial_coefficient = _mlp(self.hidden, self.hidden, 1)
         self.velocity_coefficient = _mlp(self.hidden, self.hidden, 1)
         self.node_mlp = _mlp(2 * self.hidden, self.hidden, self.hidden)
+        if self.coefficient_bound is not None:  # bounded coefficients start at zero
+            zero_last_layer(self.radial_coefficient)
+            zero_last_layer(self.velocity_coefficient)
 
     def forward(self, node_features, pos, vel, edge_src, edge_dst, edge_attr=None):
         dst, src = edge_dst, edge_src
@@ -331,8 +428,10 @@ class EGNNLayer(torch.nn.Module):
         hidden = torch.nn.functional.silu(self.invariant_linear(torch.cat(scalars, dim=-1)))
         messages = torch.nn.functional.silu(self.message_linear(hidden))
         n = pos.shape[0]
-        displacement = scatter(diff * self.radial_coefficient(messages), dst, dim=0, dim_size=n, reduce="mean")
-        new_pos = pos + displacement + self.velocity_coefficient(node_features) * vel
+        bound = self.coefficient_bound
+        radial = bounded(self.radial_coefficient(messages), bound)
+        displacement = scatter(diff * radial, dst, dim=0, dim_size=n, reduce="mean")
+        new_pos = pos + displacement + bounded(self.velocity_coefficient(node_features), bound) * vel
         aggregated = scatter(messages, dst, dim=0, dim_size=n, reduce="sum")
         return node_features + self.node_mlp(torch.cat([node_features, aggregated], dim=-1)), new_pos
 
@@ -348,12 +447,19 @@ class EGNN(_DynamicsModel):
         Width and depth.
     center : array_like, optional
         Accepted for a uniform interface; E(3)-equivariance makes the output independent of it.
+    baseline : {"none", "free_flight"}
+        The reflected baseline is not E(3)-equivariant, so EGNN does not take it.
+    time_step, half_widths, coefficient_bound, normalize
+        As for :class:`DEGNN`.
     """
 
-    def __init__(self, node_attr_dim: int, hidden: int = 64, layers: int = 4, center=None):
-        super().__init__(node_attr_dim, hidden, layers, center)
+    def __init__(self, node_attr_dim: int, hidden: int = 64, layers: int = 4, center=None, **well_posed):
+        super().__init__(node_attr_dim, hidden, layers, center, **well_posed)
+        if self.baseline == "reflected":
+            raise ValueError("EGNN: the 'reflected' baseline breaks E(3); use 'free_flight' (x + v dt)")
         for _ in range(self.num_layers):
-            self.layers.append(EGNNLayer(self.hidden, edge_attr_dim=self.node_attr_dim))
+            self.layers.append(EGNNLayer(self.hidden, edge_attr_dim=self.node_attr_dim,
+                                         coefficient_bound=self.coefficient_bound))
 
     @staticmethod
     def _layer(layer, features, pos, vel, node_center, edge_src, edge_dst, edge_attr):

@@ -38,7 +38,7 @@ import torch
 from relaxed_e3nn import __version__
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn._checks import DTYPES, dtype_name, model_dtype
-from relaxed_e3nn.discrete import DEGNN, EGNN
+from relaxed_e3nn.discrete import DEGNN, EGNN, STATISTICS_BUFFERS
 from relaxed_e3nn.models._config import RelaxedNetworkConfig, current_keys
 from relaxed_e3nn.models._network import RelaxedNetwork
 
@@ -56,7 +56,7 @@ _DEFAULT_KIND = "RelaxedNetwork"  # files written before the "kind" entry existe
 _DYNAMICS_CLASSES = {"DEGNN": DEGNN, "EGNN": EGNN}
 _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
 _STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
-_DYNAMICS_STATE_BUFFERS = ("center",)
+_DYNAMICS_STATE_BUFFERS = ("center",) + STATISTICS_BUFFERS
 Model = Union[RelaxedNetwork, DEGNN, EGNN]
 # a model may have been saved in a half-precision dtype
 _FILE_DTYPES = {**DTYPES, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -305,7 +305,9 @@ def _dynamics_from_dict(d, kind, dtype, saved_dtype, source):
         model = cls.from_config(d["config"], dtype=dtype)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: invalid {kind} config: {err}") from err
-    _load_state(model, d["state_dict"], dtype != saved_dtype, _DYNAMICS_STATE_BUFFERS, source)
+    # format-1 files predate the statistics buffers: the identity values of a fresh model stand in
+    defaults = {k: v for k, v in model.state_dict().items() if k in STATISTICS_BUFFERS}
+    _load_state(model, {**defaults, **d["state_dict"]}, dtype != saved_dtype, _DYNAMICS_STATE_BUFFERS, source)
     if kind == "DEGNN":
         # the layers' element buffers may carry the rounding of the dtype they were built in,
         # never a different group

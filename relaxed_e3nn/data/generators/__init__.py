@@ -18,7 +18,7 @@ name                        data                                                
 """
 from typing import Callable, Dict
 
-from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody, box_nbody_atoms
+from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody, box_nbody_atoms, box_nbody_preset
 from relaxed_e3nn.data.generators._field_md import UniformFieldCalculator, field_md
 from relaxed_e3nn.data.generators._lorentz import lorentz, lorentz_accelerations, lorentz_residual_group
 from relaxed_e3nn.data.generators._perovskite import (
@@ -32,7 +32,7 @@ __all__ = [
     "field_md", "UniformFieldCalculator",
     "lorentz", "lorentz_accelerations", "lorentz_residual_group",
     "shape_deformation", "SHAPE_TARGETS",
-    "box_nbody", "box_nbody_atoms", "BoxDynamicsData",
+    "box_nbody", "box_nbody_atoms", "box_nbody_preset", "BoxDynamicsData",
 ]
 
 GENERATORS: Dict[str, Callable] = {
