@@ -1,11 +1,10 @@
 """Symmetrised datasets: images under a finite group, and splits and batches that keep orbits whole."""
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import bulk, molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from relaxed_e3nn.data._orbits import orbit_batches, orbit_ids_of, orbit_split, symmetrize
+from relaxed_e3nn.data import orbit_batches, orbit_ids_of, orbit_split, symmetrize
 from relaxed_e3nn.data.generators import lorentz
 from relaxed_e3nn.groups import frame_from_axes, point_group
 from relaxed_e3nn.train import epoch_permutation

@@ -5,8 +5,8 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from scipy.spatial.transform import Rotation
 
-from relaxed_e3nn.groups import point_group, point_group_of
-from relaxed_e3nn.groups._parent import check_elements, check_parent, parent_group_of
+from relaxed_e3nn.groups import check_parent, parent_group_of, point_group, point_group_of
+from relaxed_e3nn.groups._parent import check_elements
 
 
 def rattled(atoms, amplitude, seed):

@@ -17,7 +17,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from relaxed_e3nn._checks import as_orthogonal_matrix, is_int, is_number
-from relaxed_e3nn.groups import PointGroup, point_group, point_group_from_elements
+from relaxed_e3nn.groups import PointGroup, as_point_group, point_group_from_elements
 
 __all__ = ["ORBIT_ID_KEY", "AXIAL_KEYS", "symmetrize", "orbit_ids_of", "orbit_split", "orbit_batches"]
 
@@ -31,10 +31,8 @@ _PER_ATOM_RESULTS = ("forces", "energies", "stresses", "magmoms", "charges", "di
 # ---------------------------------------------------------------------------------------- images
 def _finite_group(group_elements) -> PointGroup:
     """``group_elements`` (a PointGroup, a name or ``[G, 3, 3]`` matrices) as a finite PointGroup."""
-    if isinstance(group_elements, str):
-        group_elements = point_group(group_elements)
-    if isinstance(group_elements, PointGroup):
-        group = group_elements
+    if isinstance(group_elements, (str, PointGroup)):
+        group = as_point_group(group_elements, "group_elements")
     else:
         mats = as_orthogonal_matrix(group_elements, "group_elements", tol=1e-6, batched=True)
         try:
