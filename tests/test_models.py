@@ -516,3 +516,30 @@ def test_config_former_names_warn_and_numbers_become_plain():
     assert type(config.num_layers) is int and type(config.cutoff) is float and config.species == [8, 1]
     assert RelaxedNetworkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert set(RelaxedNetworkConfig.known_keys()) >= {"layers", "radial_layers", "atomic_energies", "scale"}
+
+
+class _NoHostRead(torch.Tensor):
+    """A tensor that fails when read back as a Python bool (a host synchronisation on a GPU)."""
+
+    def __bool__(self):
+        raise AssertionError("a tensor was read back to the host")
+
+
+def test_periodicity_is_read_where_the_graph_is_built_not_per_forward():
+    model = make(torch.float64)
+    cu, mol = (from_ase(a, CUTOFF, dtype=torch.float64) for a in (crystal(0), molecule(0)))
+    assert cu.periodic is True and mol.periodic is False
+    assert collate([mol, cu]).periodic is True and collate([mol, mol]).periodic is False
+    assert cu.to(dtype=torch.float32).periodic is True
+    expected = model(cu, compute_forces=True)
+    cu.pbc = cu.pbc.as_subclass(_NoHostRead)
+    with pytest.raises(AssertionError, match="read back"):  # the control: reading pbc is caught
+        bool(cu.pbc.any())
+    out = model(cu, compute_forces=True)
+    assert torch.equal(out["energy"], expected["energy"]) and torch.equal(out["forces"], expected["forces"])
+    # a stale value is caught where a graph is built on the CPU; None derives it again
+    with pytest.raises(ValueError, match="periodic=True disagrees with pbc"):
+        dataclasses.replace(cu, pbc=torch.zeros(1, 3, dtype=torch.bool))
+    assert dataclasses.replace(cu, pbc=torch.zeros(1, 3, dtype=torch.bool), periodic=None).periodic is False
+    with pytest.raises(TypeError, match="periodic must be a bool"):
+        dataclasses.replace(mol, periodic=torch.tensor(False))

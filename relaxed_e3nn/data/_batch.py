@@ -97,6 +97,7 @@ def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
         node_features=_merge_dicts(graphs, "node_features"),
         node_targets=_merge_dicts(graphs, "node_targets"),
         graph_targets=_merge_dicts(graphs, "graph_targets"),
+        periodic=any(g.periodic for g in graphs),
     )
 
 

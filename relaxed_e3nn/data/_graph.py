@@ -47,6 +47,12 @@ class AtomicGraph:
         Per-graph targets, e.g. ``"energy"`` ``[B]``, ``"stress"`` ``[B, 3, 3]``.
     cutoff : float
         The radius the neighbor list was built with.
+    periodic : bool
+        Whether any graph has a periodic direction (``pbc.any()``), read once where the graph is
+        built or collated (``None`` there: derived from ``pbc``) and kept as a plain Python bool,
+        so that :meth:`edge_vec` never reads a device tensor back to the host. Moving the graph
+        (:meth:`to`) keeps it; ``dataclasses.replace`` with a new ``pbc`` must pass
+        ``periodic=None`` to derive it again.
     """
 
     pos: torch.Tensor
@@ -61,6 +67,16 @@ class AtomicGraph:
     node_features: Dict[str, torch.Tensor] = field(default_factory=dict)
     node_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
     graph_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
+    periodic: Optional[bool] = None
+
+    def __post_init__(self):
+        if self.periodic is None:
+            self.periodic = bool(self.pbc.any())  # the one host read, where the graph is built
+        elif not isinstance(self.periodic, bool):
+            raise TypeError(f"AtomicGraph: periodic must be a bool or None, got {type(self.periodic).__name__}")
+        elif self.pbc.device.type == "cpu" and self.periodic != bool(self.pbc.any()):
+            raise ValueError(f"AtomicGraph: periodic={self.periodic} disagrees with pbc; pass periodic=None "
+                             f"to derive it from pbc")
 
     @property
     def num_nodes(self) -> int:
@@ -78,7 +94,7 @@ class AtomicGraph:
         """Edge vectors ``pos[src] - pos[dst] + shift @ cell`` (``[E, 3]``), differentiable in ``pos``."""
         pos = self.pos if pos is None else pos
         vec = pos[self.edge_src] - pos[self.edge_dst]
-        if self.num_edges > 0 and bool(self.pbc.any()):
+        if self.periodic and self.num_edges > 0:  # Python values only: no host synchronisation
             cell = self.cell.to(pos.dtype)[self.batch[self.edge_dst]]  # [E, 3, 3]
             vec = vec + torch.einsum("ei,eij->ej", self.edge_shift.to(pos.dtype), cell)
         return vec
