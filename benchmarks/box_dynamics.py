@@ -54,17 +54,17 @@ def time_training_step(model, num_graphs=100, num_bodies=5, repeats=20, warmup=3
     return statistics.median(wall), statistics.median(cpu)
 
 
-def timing_table(hidden, layers, repeats, variants):
+def timing_table(hidden, num_layers, repeats, variants):
     torch.manual_seed(0)
-    print(f"\n== time per training step (100 five-body graphs, hidden {hidden}, {layers} layers, "
+    print(f"\n== time per training step (100 five-body graphs, hidden {hidden}, {num_layers} layers, "
           f"orbit width {hidden}; medians of {repeats}) ==")
     print("model                        wall ms  ratio   CPU ms  ratio   (EGNN timed alongside: wall, CPU ms)")
     for name in ("D2h", "Oh"):
         group = point_group(name)
         for variant in variants:
             # a fresh baseline next to each measurement, so that load drifts affect both sides alike
-            base_wall, base_cpu = time_training_step(EGNN(1, hidden=hidden, layers=layers), repeats=repeats)
-            model = DEGNN(group, 1, hidden=hidden, layers=layers, variant=variant)
+            base_wall, base_cpu = time_training_step(EGNN(1, hidden=hidden, layers=num_layers), repeats=repeats)
+            model = DEGNN(group, 1, hidden=hidden, layers=num_layers, variant=variant)
             wall, cpu = time_training_step(model, repeats=repeats)
             print(
                 f"DEGNN {name:3s} |G|={group.order:2d} {variant:9s} {wall * 1e3:8.1f} {wall / base_wall:6.2f}x "
@@ -73,9 +73,9 @@ def timing_table(hidden, layers, repeats, variants):
             sys.stdout.flush()
 
 
-def accuracy_table(half_widths, seeds, epochs, n_split, hidden, layers, lr, batch_size):
+def accuracy_table(half_widths, seeds, epochs, num_split, hidden, num_layers, lr, batch_size):
     data = box_nbody(
-        num_samples=3 * n_split,
+        num_samples=3 * num_split,
         num_bodies=5,
         half_widths=half_widths,
         interaction="coulomb",
@@ -85,21 +85,21 @@ def accuracy_table(half_widths, seeds, epochs, n_split, hidden, layers, lr, batc
         seed=0,
     )
     print(f"\n== box half-widths {tuple(half_widths)}: group {data.group_name}, "
-          f"{n_split}/{n_split}/{n_split} samples, {epochs} epochs, seeds {list(seeds)} ==")
+          f"{num_split}/{num_split}/{num_split} samples, {epochs} epochs, seeds {list(seeds)} ==")
     models = [("DEGNN", "degnn", "auto"), ("DEGNN-C1 (trivial)", "degnn", "C1"), ("EGNN", "egnn", "auto")]
     results = {label: [] for label, _, _ in models}
     for seed in seeds:
         for label, model, group in models:
             config = dict(
-                model=model, group=group, hidden=hidden, layers=layers, half_widths=list(half_widths),
-                n_train=n_split, n_val=n_split, n_test=n_split, epochs=epochs, lr=lr,
+                model=model, group=group, hidden=hidden, num_layers=num_layers, half_widths=list(half_widths),
+                num_train=num_split, num_val=num_split, num_test=num_split, epochs=epochs, lr=lr,
                 batch_size=batch_size, seed=seed,
             )
             tic = time.perf_counter()
             out = train_dynamics(config, data=data)
             results[label].append(out["test_mse"])
             print(f"  seed {seed} {label:20s} test MSE {out['test_mse']:.4f}  (val {out['val_mse']:.4f}, "
-                  f"best epoch {out['best_epoch']}, {out['time_per_step_s'] * 1e3:.1f} ms/step, "
+                  f"best epoch {out.best_epoch}/{epochs}, {out['time_per_step_s'] * 1e3:.1f} ms/step, "
                   f"{time.perf_counter() - tic:.0f} s)")
             sys.stdout.flush()
     print(f"-- summary {tuple(half_widths)} ({data.group_name}) --")
@@ -117,7 +117,7 @@ def main(argv=None):
     parser.add_argument("--cube-seeds", type=int, default=None, help="seeds for the cube box (default: --seeds)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
@@ -128,17 +128,18 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    n_split, seeds, epochs, repeats = 200, range(args.seeds), args.epochs, 20
+    num_split, seeds, epochs, repeats = 200, range(args.seeds), args.epochs, 20
     cube_seeds = range(args.cube_seeds if args.cube_seeds is not None else args.seeds)
     variants = tuple(args.timing_variants)
     if args.quick:
-        n_split, seeds, cube_seeds, epochs, repeats, variants = 40, range(1), range(1), 3, 3, ("pooling",)
+        num_split, seeds, cube_seeds, epochs, repeats, variants = 40, range(1), range(1), 3, 3, ("pooling",)
     if "timing" not in args.skip:
-        timing_table(args.hidden, args.layers, repeats, variants)
+        timing_table(args.hidden, args.num_layers, repeats, variants)
+    training = (epochs, num_split, args.hidden, args.num_layers, args.lr, args.batch_size)
     if "box" not in args.skip:
-        accuracy_table((5.0, 4.0, 3.0), seeds, epochs, n_split, args.hidden, args.layers, args.lr, args.batch_size)
+        accuracy_table((5.0, 4.0, 3.0), seeds, *training)
     if "cube" not in args.skip:
-        accuracy_table((5.0, 5.0, 5.0), cube_seeds, epochs, n_split, args.hidden, args.layers, args.lr, args.batch_size)
+        accuracy_table((5.0, 5.0, 5.0), cube_seeds, *training)
 
 
 if __name__ == "__main__":
