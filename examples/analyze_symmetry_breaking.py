@@ -33,7 +33,7 @@ from relaxed_e3nn.symmetry import SymmetryReport, format_axis
 from relaxed_e3nn.train import train
 
 
-def train_phase(phase: str, out: Path, epochs: int, n_train: int, seed: int):
+def train_phase(phase: str, out: Path, epochs: int, num_train: int, seed: int):
     """Train a relaxed model on cubic -> ``phase`` data; return the trained model and test metrics."""
     train_compositions, test_compositions = perovskite_compositions()
     species = sorted({atomic_numbers[s] for pair in train_compositions + test_compositions for s in pair} | {8})
@@ -46,7 +46,7 @@ def train_phase(phase: str, out: Path, epochs: int, n_train: int, seed: int):
         "batch_size": 8,
         "progress": False,
         "data": {
-            "train": {"generator": "perovskite_distortion", "num_samples": n_train, "seed": seed, "phase": phase,
+            "train": {"generator": "perovskite_distortion", "num_samples": num_train, "seed": seed, "phase": phase,
                       "split": "train", "supercells": [1]},
             "test": {"generator": "perovskite_distortion", "n": 24, "seed": seed + 1, "phase": phase,
                      "split": "test", "supercells": [1, 2]},
@@ -67,13 +67,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phases", nargs="+", choices=list(PEROVSKITE_PHASES), default=list(PEROVSKITE_PHASES))
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--num-train", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/discovery")
     parser.add_argument("--quick", action="store_true", help="3 epochs on 16 cells per phase")
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.n_train = 3, 16
+        args.epochs, args.num_train = 3, 16
     out = Path(args.out)
 
     # the input's symmetry, from a structure: the point group of an ideal cubic cell
@@ -84,8 +84,8 @@ def main() -> int:
     rows = []
     for phase in args.phases:
         started = time.perf_counter()
-        print(f"\n=== cubic -> {phase}: training ({args.epochs} epochs on {args.n_train} cells) ...", flush=True)
-        model, metrics = train_phase(phase, out, args.epochs, args.n_train, args.seed)
+        print(f"\n=== cubic -> {phase}: training ({args.epochs} epochs on {args.num_train} cells) ...", flush=True)
+        model, metrics = train_phase(phase, out, args.epochs, args.num_train, args.seed)
         report = SymmetryReport(model, within=input_group)
         print(report.text())
         plots = report.save_plots(str(out / phase) + "/")
