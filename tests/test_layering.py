@@ -7,7 +7,8 @@ The rule, bottom to top:
 * ``graph`` (permutation symmetry on a fixed graph) imports nothing else of the package;
 * ``nn`` (relaxed layers) and ``symmetry`` (measuring breaking) sit on ``groups`` and ``data``
   (``symmetry`` also reads ``nn``); ``discrete`` (point-group message passing) on ``groups`` and ``data``;
-* ``models`` sit on ``nn`` and ``discrete``; ``train`` on ``models`` and ``data``; ``cli`` on top.
+* ``models`` sit on ``nn`` and ``discrete``; ``train`` on ``models``, ``data`` and ``symmetry`` (it
+  validates the learned breaking after training); ``cli`` on top.
 
 The private top-level helpers (``_scatter``, ``_atomic``, ``_dtype``, ``_checks``, ``_settings``)
 import nothing of the package's subpackages, so every layer may use them. ``ALLOWED`` below is this
@@ -31,7 +32,7 @@ ALLOWED = {
     "symmetry": {"groups", "nn", "data"},
     "discrete": {"groups", "data"},
     "models": {"groups", "nn", "data", "discrete"},
-    "train": {"groups", "nn", "data", "models", "discrete"},
+    "train": {"groups", "nn", "data", "models", "discrete", "symmetry"},
 }
 SHARED_HELPERS = {"_scatter", "_atomic", "_dtype", "_checks", "_settings"}
 
