@@ -90,19 +90,19 @@ def squash(residual: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     return residual * (bound / torch.sqrt(bound * bound + squared))
 
 
-def robust_scale(norms: torch.Tensor, where: str) -> float:
-    r"""A per-component scale from per-particle vector lengths: ``median(|u|) / sqrt(3)``.
+def robust_scale(norms: torch.Tensor) -> float:
+    r"""A per-component scale from per-particle vector lengths: ``median(|u|) / sqrt(3)`` (1 if none is > 0).
 
     The median, not the root mean square: a few fast particles from close encounters (speeds
-    a hundred times the median) would otherwise set the scale of every input.
+    a hundred times the median) would otherwise set the scale of every input. Non-finite entries
+    are ignored (the training loss reports them).
     """
     norms = norms.reshape(-1).to(torch.float64)
-    if norms.numel() == 0 or not bool(torch.isfinite(norms).all()):
-        raise ValueError(f"{where}: needs finite training data")
-    value = float(norms.median()) / math.sqrt(3.0)
-    if not value > 0:
-        value = float(norms.abs().max()) / math.sqrt(3.0)
-    return value if value > 0 else 1.0
+    norms = norms[torch.isfinite(norms)]
+    for value in (norms.median() if norms.numel() else torch.tensor(0.0), norms.max() if norms.numel() else 0.0):
+        if float(value) > 0:
+            return float(value) / math.sqrt(3.0)
+    return 1.0
 
 
 def fitted_statistics(pos, vel, node_attr, residual, center) -> Dict[str, torch.Tensor]:
@@ -113,18 +113,19 @@ def fitted_statistics(pos, vel, node_attr, residual, center) -> Dict[str, torch.
     ``attr_scale``: the root mean square of each node scalar (1 where it is 0); ``output_bound``:
     1.5 times the largest residual length.
     """
-    where = "fit_statistics"
     rel = (pos - center).reshape(-1, 3).to(torch.float64)
     length = float(torch.sqrt((rel * rel).sum(-1).mean()))
     attr = node_attr.reshape(-1, node_attr.shape[-1]).to(torch.float64)
     attr_scale = torch.sqrt((attr * attr).mean(0))
     residual_norm = residual.reshape(-1, 3).to(torch.float64).norm(dim=-1)
+    finite = residual_norm[torch.isfinite(residual_norm)]
+    largest = float(finite.max()) if finite.numel() else 1.0
     return {
         "length_scale": torch.tensor(length if length > 0 else 1.0),
-        "velocity_scale": torch.tensor(robust_scale(vel.reshape(-1, 3).norm(dim=-1), where)),
+        "velocity_scale": torch.tensor(robust_scale(vel.reshape(-1, 3).norm(dim=-1))),
         "attr_scale": torch.where(attr_scale > 0, attr_scale, torch.ones_like(attr_scale)),
-        "target_scale": torch.tensor(robust_scale(residual_norm, where)),
-        "output_bound": torch.tensor(max(1.5 * float(residual_norm.max()), 1e-12)),
+        "target_scale": torch.tensor(robust_scale(residual_norm)),
+        "output_bound": torch.tensor(max(1.5 * largest, 1e-12)),
     }
 
 

@@ -13,8 +13,8 @@ from relaxed_e3nn._settings import (DictConfig, check_fields, check_keys, check_
                                     field_type)
 from relaxed_e3nn.train._targets import DEFAULT_LOSS_WEIGHTS, ENERGY_TARGETS
 
-__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "DynamicsConfig", "load_config", "apply_overrides",
-           "parse_overrides", "TASKS", "SCHEDULERS", "DEFAULT_LOSS_WEIGHTS"]
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "SymmetryConfig", "DynamicsConfig", "load_config",
+           "apply_overrides", "parse_overrides", "TASKS", "SCHEDULERS", "DEFAULT_LOSS_WEIGHTS"]
 
 #: values of a config's ``task`` (absent: a RelaxedNetwork on structures)
 TASKS = ("box_dynamics",)
@@ -46,6 +46,12 @@ class DataConfig:
     node_targets, graph_targets : list of str
         Per-atom / per-graph targets of a ``node`` / ``graph`` model, in the order their
         components are concatenated into the model output.
+    symmetrize : str or dict, optional
+        A point group (a name in the standard frame, or ``{"group": NAME, "frame": 3x3}`` /
+        ``{"group": NAME, "axes": [principal, secondary]}``): every structure of ``train`` is
+        followed by its images under the group (:func:`relaxed_e3nn.data.symmetrize`, targets
+        transformed with them, ``info["orbit_id"]`` set), so that the training set is exactly
+        invariant under it.
     """
 
     train: Any = None
@@ -60,6 +66,7 @@ class DataConfig:
     stress_key: Optional[str] = None
     node_targets: List[str] = field(default_factory=list)
     graph_targets: List[str] = field(default_factory=list)
+    symmetrize: Union[str, Dict[str, Any], None] = None
 
 
 @dataclass
@@ -82,6 +89,45 @@ class OptimConfig:
     lr_patience: int = 10
     min_lr: float = 0.0
     grad_clip: Optional[float] = None
+
+
+@dataclass
+class SymmetryConfig:
+    """Validated symmetry breaking of a relaxed model (:mod:`relaxed_e3nn.train._symmetry`).
+
+    Attributes
+    ----------
+    validate : bool
+        After training, decide from held-out data which symmetry breaking is real
+        (:func:`relaxed_e3nn.symmetry.validate_breaking`) and project the model onto the validated
+        group before it is saved. Ignored for strict models (nothing to validate).
+    within : str or dict, optional
+        The parent group: a group name (standard frame), ``{"group": NAME, "frame": 3x3}`` or
+        ``{"group": NAME, "axes": [principal, secondary]}``, or the path of an ideal structure
+        file (its group from a symprec scan, :func:`relaxed_e3nn.groups.parent_group_of`).
+        Default: the structures' ``info["parent_group"]``, else O(3).
+    margin : float
+        :math:`\\delta`: the largest relative held-out loss excess a symmetry may cost.
+    impose : str or dict, optional
+        A group (as ``within``) imposed from the start: every θ is projected onto its invariant
+        subspace at initialisation and after every optimizer step.
+    finetune_steps : int
+        Equal fine-tune budget (optimizer steps) of every candidate and of the unconstrained model.
+    fraction : float
+        Share of ``data.train`` held out as the selection split of the decision (never trained on,
+        never used for early stopping).
+    parent_tol : float
+        RMS displacement (Å) within which the parent must map each training structure onto itself
+        (:func:`relaxed_e3nn.groups.check_parent`).
+    """
+
+    validate: bool = True
+    within: Union[str, Dict[str, Any], None] = None
+    margin: float = 0.05
+    impose: Union[str, Dict[str, Any], None] = None
+    finetune_steps: int = 20
+    fraction: float = 0.1
+    parent_tol: float = 0.3
 
 
 @dataclass
@@ -134,6 +180,7 @@ class TrainConfig(DictConfig):
         Loss weights: ``energy`` (per-atom energy), ``forces``, ``stress`` and one per
         entry of ``data.node_targets`` / ``data.graph_targets`` (1.0 when absent).
     optim : OptimConfig
+    symmetry : SymmetryConfig
     """
 
     output_dir: str = "runs/train"
@@ -155,6 +202,7 @@ class TrainConfig(DictConfig):
     model: Dict[str, Any] = field(default_factory=dict)
     loss: Dict[str, float] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    symmetry: SymmetryConfig = field(default_factory=SymmetryConfig)
 
     RENAMES = {"out_dir": "output_dir"}
 
@@ -165,7 +213,7 @@ class TrainConfig(DictConfig):
         if isinstance(config, TrainConfig):
             return copy.deepcopy(config)
         config = cls._prepared(config)
-        sections = {"data": DataConfig, "optim": OptimConfig}
+        sections = {"data": DataConfig, "optim": OptimConfig, "symmetry": SymmetryConfig}
         kwargs = {}
         for key, value in config.items():
             check_known(key, field_names(cls), "config")
@@ -216,6 +264,7 @@ class TrainConfig(DictConfig):
             if len(set(names)) != len(names):
                 raise ValueError(f"config: data.{key} has repeated names: {names!r}")
         self._validate_optim()
+        self._validate_symmetry()
         if self.task is None and self.data.train is None:
             raise ValueError("config: data.train is required (a file, a generator or a list of them)")
         allowed_loss = set(ENERGY_TARGETS) | set(d.node_targets) | set(d.graph_targets)
@@ -244,9 +293,40 @@ class TrainConfig(DictConfig):
         if o.grad_clip is not None and o.grad_clip <= 0:
             raise ValueError(f"config: optim.grad_clip must be > 0, got {o.grad_clip}")
 
+    def _validate_symmetry(self) -> None:
+        s = self.symmetry
+        if not s.margin > 0:
+            raise ValueError(f"config: symmetry.margin must be > 0, got {s.margin}")
+        if s.finetune_steps < 0:
+            raise ValueError(f"config: symmetry.finetune_steps must be >= 0, got {s.finetune_steps}")
+        if not 0.0 <= s.fraction < 1.0:
+            raise ValueError(f"config: symmetry.fraction must be in [0, 1), got {s.fraction}")
+        if s.validate and not self.strict and s.fraction == 0.0:
+            raise ValueError("config: symmetry.fraction must be > 0 when symmetry.validate is true (the "
+                             "decision needs held-out structures); or set symmetry.validate: false")
+        if not s.parent_tol > 0:
+            raise ValueError(f"config: symmetry.parent_tol must be > 0, got {s.parent_tol}")
+        for key in ("within", "impose"):
+            _check_group_spec(f"symmetry.{key}", getattr(s, key))
+        _check_group_spec("data.symmetrize", self.data.symmetrize)
+
     def loss_weight(self, name: str) -> float:
         """Weight of one loss term (defaults: energy 1, forces 10, stress 0, other targets 1)."""
         return float(self.loss.get(name, DEFAULT_LOSS_WEIGHTS.get(name, 1.0)))
+
+
+def _check_group_spec(key: str, value) -> None:
+    """A group given in a config: ``None``, a string, or ``{"group": NAME, "frame" | "axes": ...}``."""
+    if value is None or isinstance(value, str):
+        return
+    known = ("group", "frame", "axes")
+    for sub in value:
+        check_known(sub, known, f"config: {key}")
+    if not isinstance(value.get("group"), str):
+        raise ValueError(f"config: {key} must name its group as {{group: NAME, frame: 3x3}} or "
+                         f"{{group: NAME, axes: [principal, secondary]}}, got {value!r}")
+    if "frame" in value and "axes" in value:
+        raise ValueError(f"config: {key} takes 'frame' or 'axes', not both")
 
 
 _DYNAMICS_MODELS = ("degnn", "egnn")
@@ -256,7 +336,10 @@ _DYNAMICS_MODELS = ("degnn", "egnn")
 class DynamicsConfig(DictConfig):
     """A box-dynamics run (``task: box_dynamics``): :func:`relaxed_e3nn.train.train_dynamics`.
 
-    The data are ``box_nbody(num_train + num_val + num_test, ...)`` split in that order.
+    The data are ``box_nbody(num_train + num_val + num_test, ...)`` split in that order (the
+    simulator keys below, or a named ``preset``), or outside data: ``data: {train: a.npz, val:
+    b.npz, test: c.npz}`` (the keys of ``BoxDynamicsData.from_npz``; the simulator keys and the
+    split sizes are then not used).
     Deprecated names still accepted (with a ``DeprecationWarning``): ``out_dir``, ``layers``,
     ``n_bodies``, ``n_train``, ``n_val``, ``n_test``.
 
@@ -281,7 +364,31 @@ class DynamicsConfig(DictConfig):
         Initialisation and shuffling.
     dtype : {"float32", "float64"}
     output_dir : str, optional
-        Where ``model.pt`` and then ``metrics.json`` are written (nothing is written without it).
+        Where ``model.pt`` and then ``metrics.json`` are written (nothing is written without it);
+        ``checkpoint.pt`` is written there after every epoch and removed when the run ends.
+    data : dict, optional
+        ``{"train": PATH, "val": PATH, "test": PATH}`` of ``.npz`` files.
+    preset : str, optional
+        A named simulator setting of ``BOX_NBODY_PRESETS`` (``"clustered"``); it replaces the
+        simulator keys (``data_seed`` still seeds it).
+    baseline : {"auto", "none", "free_flight", "reflected"}
+        What the network's residual is added to; ``"auto"``: ``"reflected"`` for DEGNN (its group
+        must map the box onto itself), ``"free_flight"`` for EGNN. Both need the data's ``dt``.
+    normalize : bool
+        Scalar normalisation of inputs and residual from training statistics (model buffers).
+    coefficient_bound : float, optional
+        Bound of the invariant coefficient networks (None: unbounded).
+    patience : int, optional
+        Stop after this many epochs without a better selection score (None: never).
+    grad_clip : float, optional
+        Clip the gradient norm (of the loss in units of the residual scale) to this value.
+    selection : {"trimmed", "mse"}
+        The epoch kept: lowest validation MSE after dropping the ``trim_fraction`` largest
+        per-sample errors (at least one sample), or lowest plain validation MSE.
+    trim_fraction : float
+        Fraction of the validation samples the trimmed score drops.
+    resume : bool
+        Continue the run whose ``checkpoint.pt`` is in ``output_dir``.
     """
 
     task: str = "box_dynamics"
@@ -309,6 +416,16 @@ class DynamicsConfig(DictConfig):
     seed: int = 0
     dtype: str = "float32"
     output_dir: Optional[str] = None
+    data: Optional[Dict[str, str]] = None
+    preset: Optional[str] = None
+    baseline: str = "auto"
+    normalize: bool = True
+    coefficient_bound: Optional[float] = 1.0
+    patience: Optional[int] = None
+    grad_clip: Optional[float] = 10.0
+    selection: str = "trimmed"
+    trim_fraction: float = 0.02
+    resume: bool = False
 
     RENAMES = {"out_dir": "output_dir", "layers": "num_layers", "n_bodies": "num_bodies",
                "n_train": "num_train", "n_val": "num_val", "n_test": "num_test"}
@@ -336,6 +453,15 @@ class DynamicsConfig(DictConfig):
             raise ValueError(f"config: lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_choice("baseline", self.baseline, ("auto", "none", "free_flight", "reflected"), "config")
+        check_choice("selection", self.selection, ("trimmed", "mse"), "config")
+        for key in ("patience", "grad_clip", "coefficient_bound"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ValueError(f"config: {key} must be positive or null, got {getattr(self, key)!r}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"config: trim_fraction must be in [0, 0.5), got {self.trim_fraction!r}")
+        if self.data is not None and sorted(self.data) != ["test", "train", "val"]:
+            raise ValueError(f"config: data must map exactly train, val and test to .npz files, got {sorted(self.data)}")
 
 
 # ---------------------------------------------------------------------- files and flags
