@@ -1,16 +1,18 @@
 r"""Equivariance error of a function under O(3) or a point group, per output irrep block."""
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional
 
 import torch
+from ase import Atoms
 from e3nn import o3
 
 from relaxed_e3nn._checks import parse_irreps
+from relaxed_e3nn.data import collate, from_ase
 from relaxed_e3nn.groups import D_from_matrix, as_point_group
 
 
-__all__ = ["equivariance_error", "EquivarianceError", "BlockError"]
+__all__ = ["equivariance_error", "EquivarianceError", "BlockError", "model_equivariance_error"]
 
 CARTESIAN = "cartesian_points"
 
@@ -48,11 +50,13 @@ class EquivarianceError:
 
     @property
     def max_abs(self) -> float:
-        return max((b.abs_error for b in self.blocks), default=0.0)
+        """Largest absolute error over the blocks (NaN if any block's is NaN)."""
+        return _nan_max(b.abs_error for b in self.blocks)
 
     @property
     def max_rel(self) -> float:
-        return max((b.rel_error for b in self.blocks), default=0.0)
+        """Largest relative error over the blocks (NaN if any block's is NaN)."""
+        return _nan_max(b.rel_error for b in self.blocks)
 
     def to_dict(self) -> dict:
         return {
@@ -68,6 +72,16 @@ class EquivarianceError:
         for b in self.blocks:
             lines.append(f"  out[{b.output}] {b.irreps:>8}: abs {b.abs_error:.3e}  rel {b.rel_error:.3e}")
         return "\n".join(lines)
+
+
+def _nan_max(values, start: float = 0.0) -> float:
+    """``max`` that propagates NaN (Python's ``max(0.0, nan)`` is 0.0: a broken function would pass)."""
+    out = start
+    for v in values:
+        if math.isnan(v) or math.isnan(out):
+            return math.nan
+        out = max(out, v)
+    return out
 
 
 def _parse_spec(spec, name: str):
@@ -119,6 +133,17 @@ def _elements(group, n: int, generator: torch.Generator) -> tuple:
     return group.sample(n, generator=generator), group.schoenflies
 
 
+def _outputs(fn: Callable, args) -> list:
+    """``fn(*args)`` as a list of detached tensors (a function may use autograd inside, e.g. forces)."""
+    with torch.no_grad():
+        out = fn(*args)
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    for k, y in enumerate(outs):
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"fn must return tensors, output[{k}] is {type(y).__name__}")
+    return [y.detach() for y in outs]
+
+
 def equivariance_error(
     fn: Callable,
     args,
@@ -152,7 +177,8 @@ def equivariance_error(
     Returns
     -------
     EquivarianceError
-        Absolute and relative errors per output irrep block (max over elements).
+        Absolute and relative errors per output irrep block (max over elements). NaN in an
+        output propagates: the block's errors are NaN, never 0.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
@@ -172,16 +198,12 @@ def equivariance_error(
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
-    with torch.no_grad():
-        out = fn(*args)
-    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    outs = _outputs(fn, args)
     specs_out = _specs(irreps_out, len(outs), "irreps_out")
     abs_err = [[0.0] * (len(s) if isinstance(s, o3.Irreps) else 1) for s in specs_out]
     rel_err = [[0.0] * (len(s) if isinstance(s, o3.Irreps) else 1) for s in specs_out]
     for g in mats:
-        with torch.no_grad():
-            moved = fn(*[_act(s, g, a, f"args[{i}]") for i, (s, a) in enumerate(zip(specs_in, args))])
-        moved = [moved] if isinstance(moved, torch.Tensor) else list(moved)
+        moved = _outputs(fn, [_act(s, g, a, f"args[{i}]") for i, (s, a) in enumerate(zip(specs_in, args))])
         for k, (spec, y, y_g) in enumerate(zip(specs_out, outs, moved)):
             expected = _act(spec, g, y, f"output[{k}]")
             if y_g.shape != expected.shape:
@@ -193,11 +215,62 @@ def equivariance_error(
                 a = float(diff.abs().max()) if diff.numel() else 0.0
                 dn, rn = float(diff.norm()), float(ref.norm())
                 r = dn / rn if rn > 0 else (0.0 if dn == 0 else math.inf)
-                abs_err[k][j] = max(abs_err[k][j], a)
-                rel_err[k][j] = max(rel_err[k][j], r)
+                if math.isnan(rn):
+                    r = math.nan
+                abs_err[k][j] = _nan_max([a], abs_err[k][j])
+                rel_err[k][j] = _nan_max([r], rel_err[k][j])
     blocks = []
     for k, spec in enumerate(specs_out):
         names = [str(o3.Irreps([mul_ir])) for mul_ir in spec] if isinstance(spec, o3.Irreps) else [str(spec)]
         for j, name in enumerate(names):
             blocks.append(BlockError(k, name, abs_err[k][j], rel_err[k][j]))
     return EquivarianceError(blocks=blocks, num_elements=len(mats), group=label)
+
+
+def model_equivariance_error(model: torch.nn.Module, structures, group, n: int = 8, seed: Optional[int] = 0) -> EquivarianceError:
+    r"""Equivariance error of a trained model under ``group`` on given structures (e.g. held-out inputs).
+
+    Positions and cells are acted on by :math:`g` (cells as rows of Cartesian vectors); the
+    outputs are compared with :math:`D_\mathrm{out}(g)` of the unmoved outputs: energy
+    (``0e``) and forces (Cartesian vectors) for ``output="energy"``, ``config.irreps_out``
+    otherwise. Zero to round-off when the model is equivariant under ``group``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network with a ``config`` holding ``cutoff``, ``output`` and ``node_features``
+        (e.g. :class:`~relaxed_e3nn.models.RelaxedNetwork`).
+    structures : ase.Atoms or sequence of them
+        The inputs, batched together.
+    group : PointGroup or str
+        In the structures' coordinates; see :func:`equivariance_error`.
+    n, seed
+        As in :func:`equivariance_error`.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not all(hasattr(config, key) for key in ("cutoff", "output")):
+        raise TypeError(f"model must be a network with config.cutoff and config.output, got {type(model).__name__}")
+    structures = [structures] if isinstance(structures, Atoms) else list(structures)
+    if not structures or not all(isinstance(a, Atoms) for a in structures):
+        raise TypeError("structures must be an ase.Atoms or a non-empty sequence of them")
+    dtype = next(model.parameters()).dtype
+    graph = collate([from_ase(a, config.cutoff, node_features=getattr(config, "node_features", ()), dtype=dtype)
+                     for a in structures])
+    was_training = model.training
+    model.eval()
+
+    def fn(pos, cell):
+        out = model(replace(graph, pos=pos, cell=cell), compute_forces=config.output == "energy")
+        if config.output == "energy":
+            return out["energy"][:, None], out["forces"]
+        return out["node_output" if config.output == "node" else "graph_output"]
+
+    try:
+        if config.output == "energy":
+            specs_out = ["0e", CARTESIAN]
+        else:
+            specs_out = str(model.irreps_out)
+        return equivariance_error(fn, [graph.pos, graph.cell], [CARTESIAN, CARTESIAN], specs_out,
+                                  group=group, n=n, seed=seed)
+    finally:
+        model.train(was_training)

@@ -5,11 +5,16 @@ point group :math:`H` with
 
 .. math::
 
-    \lVert D(h)\theta - \theta \rVert \le \mathrm{tol}\cdot\lVert\theta_{\neq 0e}\rVert
+    \lVert D(h)\theta - \theta \rVert \le \mathrm{tol}\cdot\lVert\theta\rVert + \mathrm{atol}
     \qquad \forall h \in H,
 
-where :math:`\theta_{\neq 0e}` is every entry that is not a ``0e`` scalar (``0e`` parts are
-invariant under all of O(3) and never break anything; ``0o`` parts do count, they break parity).
+where :math:`\lVert\theta\rVert` is the norm of the whole vector, ``0e`` scalars included. The
+``0e`` parts are invariant under all of O(3) and never break anything (``0o`` parts do count,
+they break parity), but they set the size of the weights: a non-scalar part that is pure noise,
+say :math:`10^{-7}\lVert\theta\rVert`, is below every useful tolerance and reads as no breaking
+(``O3``), while a tolerance relative to the non-scalar part alone would blow that noise up to a
+full breaking (``C1``). ``atol`` is an absolute floor on top (e.g. a noise level known in the
+units of :math:`\theta`).
 
 How it is found
 ---------------
@@ -33,7 +38,7 @@ is ``min(L, 8)`` (8 is the catalogue's largest axis order); beyond that a contin
 returned.
 """
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,11 +47,17 @@ from relaxed_e3nn._checks import as_orthogonal_matrix, is_number
 from relaxed_e3nn.groups import MAX_AXIS_ORDER, PointGroup, as_point_group, describe_element
 
 from ._blocks import blocks_norm, non_scalar_blocks
-from ._search import element_errors, intersect, max_relative_error, search
+from ._search import element_errors, intersect, max_relative_error, search, threshold
 from ._sphere import canonical_axes
 from ._theta import collect_thetas, concatenate
 
-__all__ = ["residual_group", "find_residual_symmetry", "ResidualSymmetry", "symmetry_errors", "symmetry_axes"]
+__all__ = [
+    "residual_group", "find_residual_symmetry", "ResidualSymmetry", "symmetry_errors", "symmetry_axes",
+    "tolerance_scan", "SCAN_TOLERANCES",
+]
+
+#: the default tolerance scan: seven log-spaced relative tolerances from 1e-3 to 0.3
+SCAN_TOLERANCES = tuple(float(t) for t in np.geomspace(1e-3, 0.3, 7))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,13 +77,19 @@ class ResidualSymmetry:
     tol : float
         Relative tolerance used.
     scale : float
-        :math:`\\lVert\\theta_{\\neq 0e}\\rVert`, the norm the tolerance is relative to.
+        :math:`\\lVert\\theta_{\\neq 0e}\\rVert`, the norm of the part that can break a symmetry.
     max_error : float
-        Largest relative error :math:`\\lVert D(h)\\theta-\\theta\\rVert / \\mathrm{scale}` over the
+        Largest relative error :math:`\\lVert D(h)\\theta-\\theta\\rVert / \\lVert\\theta\\rVert` over the
         elements of ``group`` (over a sample of 64 elements for continuous groups; 0 when
-        ``scale`` is 0).
+        :math:`\\theta` is 0): the quantity the tolerance bounds, ``max_error <= tol`` when
+        ``atol`` is 0.
     lmax : int
         Largest ``l`` with a nonzero non-``0e`` part.
+    norm : float
+        :math:`\\lVert\\theta\\rVert` of the whole vector (``0e`` included), the norm the tolerance
+        is relative to.
+    atol : float
+        Absolute slack of the bound.
     resolution : int
         Largest finite axis order that can be resolved, ``min(lmax, 8)`` (derived from ``lmax``).
     axes : list of dict
@@ -87,6 +104,13 @@ class ResidualSymmetry:
     max_error: float
     lmax: int
     axes: List[dict] = field(default_factory=list)
+    norm: float = 0.0
+    atol: float = 0.0
+
+    @property
+    def threshold(self) -> float:
+        """The bound ``tol * norm + atol`` on :math:`\\lVert D(h)\\theta-\\theta\\rVert`."""
+        return threshold(self.norm, self.tol, self.atol)
 
     @property
     def resolution(self) -> int:
@@ -110,8 +134,10 @@ def find_residual_symmetry(theta, irreps=None, tol: float = 1e-3, within=None, a
     if not is_number(atol) or not atol >= 0:
         raise ValueError(f"atol must be a float >= 0, got {atol!r}")
     parent = as_point_group(within, "within")
-    blocks = non_scalar_blocks(*concatenate(collect_thetas(theta, irreps)))
-    found = search(blocks, float(tol), float(atol))
+    irreps_all, values = concatenate(collect_thetas(theta, irreps))
+    norm = float(np.linalg.norm(values))
+    blocks = non_scalar_blocks(irreps_all, values)
+    found = search(blocks, float(tol), float(atol), norm=norm)
     group = found.group if parent is None else intersect(blocks, found.group, parent, found.threshold)
     return ResidualSymmetry(
         group=group,
@@ -119,9 +145,11 @@ def find_residual_symmetry(theta, irreps=None, tol: float = 1e-3, within=None, a
         unrestricted=found.group,
         tol=float(tol),
         scale=found.scale,
-        max_error=max_relative_error(blocks, group, found.scale),
+        max_error=max_relative_error(blocks, group, norm),
         lmax=found.lmax,
         axes=symmetry_axes(group),
+        norm=norm,
+        atol=float(atol),
     )
 
 
@@ -130,7 +158,7 @@ def residual_group(theta, irreps=None, tol: float = 1e-3, within=None, atol: flo
 
     .. math::
 
-        \lVert D(h)\theta - \theta\rVert \le \mathrm{tol}\,\lVert\theta_{\neq 0e}\rVert + \mathrm{atol}
+        \lVert D(h)\theta - \theta\rVert \le \mathrm{tol}\,\lVert\theta\rVert + \mathrm{atol}
         \qquad \forall h \in H.
 
     Parameters
@@ -142,15 +170,17 @@ def residual_group(theta, irreps=None, tol: float = 1e-3, within=None, atol: flo
     irreps : str or `e3nn.o3.Irreps`, optional
         Irreps of a flat ``theta``.
     tol : float
-        Relative tolerance, in (0, 1), with respect to the norm of the non-``0e`` part (``0e``
-        scalars never break anything). Noise below ``tol`` leaves the group unchanged; an
-        element moved by more than ``tol`` is not in the group, so strong noise gives ``C1``.
+        Relative tolerance, in (0, 1), with respect to the norm of the whole :math:`\theta`
+        (``0e`` scalars included: they never break anything but set the weights' size). Noise
+        below ``tol`` leaves the group unchanged (a non-scalar part that is pure noise gives
+        ``O3``); an element moved by more than ``tol`` is not in the group, so strong noise
+        gives ``C1``.
     within : PointGroup, str, ase.Atoms or pymatgen structure, optional
         A parent group (e.g. the input's symmetry; a structure stands for its point group): the
         result is :math:`\mathrm{Stab}(\theta)\cap` ``within``.
     atol : float
-        Absolute slack added to the bound (a non-``0e`` part with norm below ``atol / 2`` is
-        treated as zero, giving ``O3``).
+        Absolute floor added to the bound, in the units of :math:`\theta` (a non-``0e`` part
+        with norm below ``atol / 2`` is treated as zero, giving ``O3``).
 
     Returns
     -------
@@ -173,8 +203,51 @@ def residual_group(theta, irreps=None, tol: float = 1e-3, within=None, atol: flo
     return find_residual_symmetry(theta, irreps, tol=tol, within=within, atol=atol).group
 
 
+def tolerance_scan(theta, irreps=None, tols: Sequence[float] = SCAN_TOLERANCES, within=None,
+                   atol: float = 0.0) -> List[Tuple[float, PointGroup]]:
+    r"""The residual group at each tolerance of a scan: ``[(tol, H_tol), ...]``, tightest first.
+
+    .. math::
+
+        H_\mathrm{tol} = \mathrm{residual\_group}(\theta, \mathrm{tol}) \;(\cap\; \text{within}).
+
+    The groups grow with the tolerance (a looser bound admits more elements). Read together they
+    say how firm a breaking is: ``C1`` at 1e-3 and ``Cs`` from 0.03 means that everything but one
+    mirror is broken by less than 3% of :math:`\lVert\theta\rVert`.
+
+    Parameters
+    ----------
+    theta, irreps, within, atol
+        As in :func:`residual_group`.
+    tols : sequence of float
+        Relative tolerances in (0, 1); default :data:`SCAN_TOLERANCES`.
+
+    Returns
+    -------
+    list of (float, PointGroup)
+        Sorted by tolerance.
+    """
+    try:
+        values = sorted({float(t) for t in np.asarray(tols, dtype=np.float64).reshape(-1)})
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"tols must be a sequence of floats in (0, 1), got {tols!r}") from err
+    if not values or not all(0 < t < 1 for t in values):
+        raise ValueError(f"tols must be a non-empty sequence of floats in (0, 1), got {tols!r}")
+    entries = collect_thetas(theta, irreps)
+    return [(t, residual_group(entries_as_pairs(entries), tol=t, within=within, atol=atol)) for t in values]
+
+
+def entries_as_pairs(entries) -> List[tuple]:
+    """Collected relaxed weights as ``(irreps, values)`` pairs, the list form :func:`residual_group` takes."""
+    return [(e.irreps, e.values) for e in entries]
+
+
 def symmetry_errors(theta, irreps=None, elements=None) -> np.ndarray:
     r"""Relative errors :math:`\lVert D(g)\theta-\theta\rVert / \lVert\theta_{\neq 0e}\rVert` for each ``g``.
+
+    Relative to the part that can break (the non-``0e`` norm): the fraction of it that ``g``
+    moves. The bound of :func:`residual_group` is relative to the whole :math:`\lVert\theta\rVert`
+    (see :attr:`ResidualSymmetry.max_error`).
 
     Parameters
     ----------

@@ -20,8 +20,11 @@ Every element of the named group is then checked against the bound; an element t
 drops the generator that brought it in.
 
 *The bound.* An element ``g`` belongs to the group when
-:math:`\lVert D(g)\theta-\theta\rVert \le` :func:`threshold` ``= tol · scale + atol``, the one
-place the tolerance rule is written.
+:math:`\lVert D(g)\theta-\theta\rVert \le` :func:`threshold` ``= tol · |θ| + atol``, the one
+place the tolerance rule is written. :math:`\lVert\theta\rVert` is the norm of the *whole*
+weight vector, ``0e`` scalars included: they never break anything, but they set the size of
+the weights, so a non-scalar part that is pure noise (say :math:`10^{-7}\lVert\theta\rVert`)
+stays below the bound and reads as no breaking.
 """
 import math
 from typing import NamedTuple, Sequence
@@ -48,7 +51,7 @@ _PROPER, _IMPROPER, _CONTINUOUS = 0, 1, 2
 
 
 class SearchResult(NamedTuple):
-    """What :func:`search` found: the group, the norm the tolerance is relative to, the bound."""
+    """What :func:`search` found: the group, the non-scalar norm, ``lmax`` and the bound."""
 
     group: object
     scale: float
@@ -56,9 +59,16 @@ class SearchResult(NamedTuple):
     threshold: float
 
 
-def threshold(scale: float, tol: float, atol: float) -> float:
-    r"""The largest :math:`\lVert D(g)\theta-\theta\rVert` allowed for ``g`` in the group: ``tol * scale + atol``."""
-    return tol * scale + atol
+def threshold(norm: float, tol: float, atol: float) -> float:
+    r"""The largest :math:`\lVert D(g)\theta-\theta\rVert` allowed for ``g`` in the group.
+
+    .. math::
+
+        \mathrm{tol}\cdot\lVert\theta\rVert + \mathrm{atol},
+
+    with :math:`\lVert\theta\rVert` the norm of the whole weight vector (``0e`` included).
+    """
+    return tol * norm + atol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,10 +248,14 @@ def _close(blocks, gens, errs, thr):
     return group
 
 
-def search(blocks: Sequence[Block], tol: float, atol: float) -> SearchResult:
-    """The residual group of the blocks (``0e`` already removed), with its scale, ``lmax`` and bound."""
+def search(blocks: Sequence[Block], tol: float, atol: float, norm: float = None) -> SearchResult:
+    r"""The residual group of the blocks (``0e`` already removed), with their norm, ``lmax`` and bound.
+
+    ``norm`` is :math:`\lVert\theta\rVert` of the whole vector (``0e`` included) that the
+    tolerance is relative to; default the norm of ``blocks``.
+    """
     scale = blocks_norm(blocks)
-    thr = threshold(scale, tol, atol)
+    thr = threshold(scale if norm is None else max(norm, scale), tol, atol)
     norms = {}
     for b in blocks:
         norms[b.l] = norms.get(b.l, 0.0) + float((b.values**2).sum())
@@ -252,7 +266,8 @@ def search(blocks: Sequence[Block], tol: float, atol: float) -> SearchResult:
     # every rotation moves theta by at most 2 |theta_{l>=1}|
     if 2 * norm_l_ge_1 <= thr:
         return SearchResult(point_group("O3" if 2 * norm_odd <= thr else "SO3"), scale, lmax, thr)
-    axes = candidate_axes(blocks, lmax, scale, tol)
+    # the axis search resolves details down to the bound, expressed relative to the non-scalar norm
+    axes = candidate_axes(blocks, lmax, scale, thr / scale)
     P = _axis_power(blocks, axes, lmax)
     group = _continuous_candidate(blocks, axes, P, lmax, thr)
     if group is None:

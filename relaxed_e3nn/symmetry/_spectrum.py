@@ -105,7 +105,8 @@ def _figure(*args, **kwargs):
     return Figure(*args, **kwargs)
 
 
-def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None, significant=None) -> None:
+def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None, significant=None,
+                  floor: float = 0.0) -> None:
     """Bar chart (PNG) of the broken norm per layer and irrep.
 
     Parameters
@@ -118,6 +119,10 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
     significant : set of (layer, irrep), optional
         Bars drawn opaque (the others faded), e.g. the significant blocks from
         :func:`relaxed_e3nn.symmetry.breaking_significance`.
+    floor : float
+        Noise floor (e.g. :func:`relaxed_e3nn.symmetry.noise_floor`): bars at or below it are
+        drawn at zero and the floor as a dashed line, and the axis reaches at least twice the
+        floor, so that round-off never looks like breaking.
     """
     rows = list(rows)
     if not rows:
@@ -136,10 +141,13 @@ def plot_spectrum(rows: Sequence[SpectrumRow], path, title: Optional[str] = None
             for r in rows:
                 if r.layer == layer and r.irrep == ir:
                     xs.append(i + (j - (len(irreps) - 1) / 2) * width)
-                    hs.append(r.broken)
+                    hs.append(r.broken if r.broken > floor else 0.0)
                     alphas.append(1.0 if significant is None or (layer, ir) in significant else 0.35)
         for x, h, a in zip(xs, hs, alphas):
             ax.bar(x, h, width=width, color=cmap(j % 10), alpha=a, label=ir if x == xs[0] else None)
+    if floor > 0:
+        ax.axhline(floor, color="0.4", linestyle="--", linewidth=0.8, label="noise floor")
+        ax.set_ylim(0, max(2 * floor, 1.1 * max((r.broken for r in rows), default=0.0)))
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("breaking norm")
