@@ -64,19 +64,21 @@ def _theta_blocks(model, ir):
     return torch.cat(rows)
 
 
-def _perovskite_config(relaxed):
-    return RelaxedNetworkConfig(
+def _perovskite_model(relaxed):
+    model = RelaxedNetwork(RelaxedNetworkConfig(
         species=PEROVSKITE_SPECIES, cutoff=PEROVSKITE_CUTOFF, output="node", irreps_out="1o", num_layers=1,
-        irreps_hidden="8x0e+4x1o+2x2e", lmax=2, irreps_relaxed=2, relaxed=relaxed, scale=0.05,
+        irreps_hidden="8x0e+4x1o+2x2e", lmax=2, irreps_relaxed=2, relaxed=relaxed,
         num_radial_basis=6, radial_neurons=16, num_neighbors=10.0,
-    )
+    ))
+    model.set_scale(0.05)
+    return model
 
 
 # ----------------------------------------------------------------------------- Curie: strict = 0
 def test_strict_model_predicts_zero_displacement_at_centrosymmetric_sites(dtype, float_tolerance):
     torch.manual_seed(1)
-    model = RelaxedNetwork(_perovskite_config(relaxed=False))
-    cells = perovskite_distortion(n=4, seed=2, split="all", supercells=(1, 2))
+    model = _perovskite_model(relaxed=False)
+    cells = perovskite_distortion(num_samples=4, seed=2, split="all", supercells=(1, 2))
     ideal = model(_batch(cells, PEROVSKITE_CUTOFF))["node_output"]
     rattled_cells = [a.copy() for a in cells]
     for a in rattled_cells:
@@ -95,8 +97,8 @@ def perovskite_run(request):
     phase = request.param
     with _float64():
         torch.manual_seed(0)
-        train = perovskite_distortion(n=48, seed=0, phase=phase, split="train", supercells=(1,))
-        test = perovskite_distortion(n=24, seed=1, phase=phase, split="test", supercells=(1, 2))
+        train = perovskite_distortion(num_samples=48, seed=0, phase=phase, split="train", supercells=(1,))
+        test = perovskite_distortion(num_samples=24, seed=1, phase=phase, split="test", supercells=(1, 2))
         keys = dict(node_targets=("displacements",))
         train_batch, test_batch = _batch(train, PEROVSKITE_CUTOFF, **keys), _batch(test, PEROVSKITE_CUTOFF, **keys)
         y = train_batch.node_targets["displacements"]
@@ -107,7 +109,7 @@ def perovskite_run(request):
         runs = {}
         for relaxed in (True, False):
             torch.manual_seed(0)
-            model = RelaxedNetwork(_perovskite_config(relaxed))
+            model = _perovskite_model(relaxed)
             _fit(model, loss_fn, steps=120 if relaxed else 10, lr=2e-2)
             with torch.no_grad():
                 prediction = model(test_batch)["node_output"]
@@ -147,7 +149,7 @@ def _field_model(symmetrize):
     with _float64():
         torch.manual_seed(0)
         # the same number of structures either way: 6 snapshots x 8 images, or 48 snapshots
-        snapshots = field_md(n=6 if symmetrize else 48, seed=0, field=field, frames_per_trajectory=3,
+        snapshots = field_md(num_samples=6 if symmetrize else 48, seed=0, field=field, frames_per_trajectory=3,
                              equilibration=10, stride=5, symmetrize=symmetrize)
         batch = _batch(snapshots, 6.0, node_features=("charges",), energy_key="REF_energy",
                        forces_key="REF_forces")
@@ -156,9 +158,10 @@ def _field_model(symmetrize):
         config = RelaxedNetworkConfig(
             species=[29, 79], cutoff=6.0, output="energy", num_layers=1, irreps_hidden="8x0e+4x1o+2x2e",
             lmax=2, irreps_relaxed=2, node_features={"charges": "0e"}, num_radial_basis=6, radial_neurons=16,
-            num_neighbors=7.0, atomic_energies=[float(energy.mean() / atoms_per_graph.mean())] * 2,
+            num_neighbors=7.0,
         )
         model = RelaxedNetwork(config)
+        model.set_atomic_energies([float(energy.mean() / atoms_per_graph.mean())] * 2)
 
         def loss_fn(model):
             out = model(batch, compute_forces=True)
@@ -204,7 +207,7 @@ def test_field_md_without_symmetrization_meets_cinfv_only_on_average():
 def _lorentz_model(E, B, steps=150):
     with _float64():
         torch.manual_seed(0)
-        samples = lorentz(n=12, seed=0, E=E, B=B, coulomb=0.1, symmetrize=True)
+        samples = lorentz(num_samples=12, seed=0, E=E, B=B, coulomb=0.1, symmetrize=True)
         batch = _batch(samples, 8.0, node_features=("velocities", "charges", "masses"),
                        node_targets=("accelerations",))
         y = batch.node_targets["accelerations"]
@@ -275,7 +278,7 @@ def test_lorentz_crossed_fields_axial_along_B_and_mirror_kept(lorentz_crossed):
 def _shape_model(target, target_key, irreps_out, steps, plain_adam=False):
     with _float64():
         torch.manual_seed(0)
-        samples = shape_deformation(n=6, seed=0, target=target, lmax=4)
+        samples = shape_deformation(num_samples=6, seed=0, target=target, lmax=4)
         batch = _batch(samples, 6.0, node_targets=(target_key,))
         y = batch.node_targets[target_key]
         config = RelaxedNetworkConfig(
