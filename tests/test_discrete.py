@@ -424,15 +424,15 @@ def test_bad_input_raises_clear_errors():
 @pytest.mark.slow
 def test_train_dynamics_smoke(tmp_path):
     config = dict(
-        model="degnn", group="auto", hidden=8, layers=1, n_train=8, n_val=4, n_test=4,
-        epochs=2, batch_size=4, input_frame=1, target_frame=2, out_dir=str(tmp_path),
+        model="degnn", group="auto", hidden=8, num_layers=1, num_train=8, num_val=4, num_test=4,
+        epochs=2, batch_size=4, input_frame=1, target_frame=2, output_dir=str(tmp_path),
     )
     result = train_dynamics(config)
     assert result["group"] == "D2h" and result["group_order"] == 8
     assert math.isfinite(result["test_mse"]) and result["time_per_step_s"] > 0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_mse"] == pytest.approx(result["test_mse"])
-    egnn = train_dynamics({**config, "model": "egnn", "out_dir": None})
+    egnn = train_dynamics({**config, "model": "egnn", "output_dir": None})
     assert egnn["group_order"] is None and math.isfinite(egnn["test_mse"])
     with pytest.raises(ValueError, match="unknown keys"):
         train_dynamics({**config, "epoch": 3})

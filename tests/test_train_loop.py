@@ -253,7 +253,7 @@ def test_node_targets_from_generator_with_ema(tmp_path):
     # the fitted scale stays bounded by the data's size instead of dividing by ~0
     from relaxed_e3nn.data.generators import GENERATORS
 
-    frames = GENERATORS["perovskite_distortion"](n=10, seed=0, supercells=[1])
+    frames = GENERATORS["perovskite_distortion"](num_samples=10, seed=0, supercells=[1])
     rms = float(np.sqrt(np.mean(np.concatenate([a.arrays["displacements"] for a in frames]) ** 2)))
     assert 0 < float(result.model.scale) <= 10.0 * rms * (1 + 1e-9)
     assert result.history[-1]["val_displacements_mae"] < 10 * rms
