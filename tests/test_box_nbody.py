@@ -197,3 +197,36 @@ def test_deprecated_n_samples_and_n_bodies():
     with pytest.warns(DeprecationWarning, match="deprecated; use"):
         src, dst, batch = fully_connected_batch(n_systems=2, n_bodies=3)
     assert [t.tolist() for t in (src, dst, batch)] == [t.tolist() for t in fully_connected_batch(2, 3)]
+
+
+def test_clustered_preset_has_close_encounters_in_its_test_split():
+    """The hard regime: >= 1% of the test inputs (the last 200 of 600) hold a pair closer than 0.05."""
+    from relaxed_e3nn.data.generators import box_nbody_preset
+
+    data = box_nbody_preset("clustered", num_samples=600, seed=0)
+    assert data.group_name == "D2h" and data.target_time == pytest.approx(0.5)
+    diff = data.positions[:, :, None] - data.positions[:, None]
+    distance = np.linalg.norm(diff, axis=-1) + np.eye(5) * 1e9
+    closest = distance.min(axis=(1, 2))
+    assert (closest[400:] < 0.05).mean() >= 0.01
+    assert np.all(np.abs(data.positions) <= data.half_widths + 1e-9)
+    again = box_nbody_preset("clustered", num_samples=600, seed=0)
+    assert np.array_equal(again.targets, data.targets)
+    with pytest.raises(ValueError, match="name must be one of"):
+        box_nbody_preset("gentle")
+    with pytest.raises(ValueError, match="init must be one of"):
+        box_nbody(num_samples=2, init="lattice")
+
+
+def test_from_arrays_checks_shapes_and_the_box():
+    data = box_nbody(num_samples=3, input_frame=1, target_frame=2)
+    arrays = dict(positions=data.positions, velocities=data.velocities, charges=data.charges,
+                  target_positions=data.targets, half_widths=data.half_widths, dt=0.1)
+    made = BoxDynamicsData.from_arrays(**arrays, masses=np.ones((3, 5)))
+    assert made.target_time == 0.1 and made.subset(slice(0, 2)).masses.shape == (2, 5)
+    with pytest.raises(ValueError, match=r"charges must have shape \(3, 5\)"):
+        BoxDynamicsData.from_arrays(**{**arrays, "charges": data.charges[:, :4]})
+    with pytest.raises(ValueError, match="positions must lie inside the box"):
+        BoxDynamicsData.from_arrays(**{**arrays, "positions": data.positions + 100})
+    with pytest.raises(ValueError, match="masses must be positive"):
+        BoxDynamicsData.from_arrays(**arrays, masses=-np.ones((3, 5)))
