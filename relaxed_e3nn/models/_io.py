@@ -6,7 +6,7 @@ A model file is ``torch.save`` of one plain dict (loadable with ``torch.load(wei
         "format": "relaxed_e3nn.model",
         "format_version": 2,
         "package_version": "0.1.0",
-        "kind": "RelaxedNetwork",   # or "DEGNN", "EGNN"; files without it are RelaxedNetworks
+        "kind": "RelaxedNetwork",   # or "DEGNN", "EGNN", "NequIP", "MACE"; files without it are RelaxedNetworks
         "dtype": "float64",
         "config": {...},            # RelaxedNetworkConfig.to_dict(), or DEGNN/EGNN.to_config()
         "frame": [[...], [...], [...]],   # RelaxedNetwork only
@@ -17,6 +17,11 @@ A model file is ``torch.save`` of one plain dict (loadable with ``torch.load(wei
         "data_keys": {...},         # names of the energy / forces / stress entries trained on
         "recipe": {...},            # how a relaxed host model was built
     }
+
+Relaxed host models (kinds ``"NequIP"`` and ``"MACE"``, see :mod:`relaxed_e3nn.nn.hosts`) are rebuilt
+from their ``recipe`` (required for them; their ``config`` repeats the recipe's host config), then
+their state is loaded; their optional entries travel as ``model.relaxed_e3nn_metadata`` (NequIP's
+models have a ``metadata`` of their own).
 
 The optional entries travel on the model as ``model.metadata`` (a dict, empty for a fresh model):
 :func:`save` writes ``model.metadata`` (or the ``metadata=`` given) and :func:`load` sets it.
@@ -41,6 +46,7 @@ from relaxed_e3nn._checks import DTYPES, dtype_name, model_dtype
 from relaxed_e3nn.discrete import DEGNN, EGNN, STATISTICS_BUFFERS
 from relaxed_e3nn.models._config import RelaxedNetworkConfig, current_keys
 from relaxed_e3nn.models._network import RelaxedNetwork
+from relaxed_e3nn.nn.hosts import HOST_KINDS, build_from_recipe, host_metadata, set_host_metadata
 
 __all__ = [
     "save", "load", "model_to_dict", "model_from_dict", "state_checksum",
@@ -49,7 +55,7 @@ __all__ = [
 
 FORMAT_NAME = "relaxed_e3nn.model"
 FORMAT_VERSION = 2
-MODEL_KINDS = ("RelaxedNetwork", "DEGNN", "EGNN")
+MODEL_KINDS = ("RelaxedNetwork", "DEGNN", "EGNN") + HOST_KINDS
 #: optional top-level entries of a model file, each a JSON-able dict
 METADATA_KEYS = ("symmetry", "data_keys", "recipe")
 _DEFAULT_KIND = "RelaxedNetwork"  # files written before the "kind" entry existed
@@ -93,11 +99,18 @@ def _checked_metadata(metadata, where: str) -> dict:
     return out
 
 
-def _kind(model) -> str:
+def _kind(model, metadata: Mapping) -> str:
     for kind, cls in (("RelaxedNetwork", RelaxedNetwork), *_DYNAMICS_CLASSES.items()):
         if isinstance(model, cls):
             return kind
-    raise TypeError(f"model_to_dict: model must be one of {list(MODEL_KINDS)}, got {type(model).__name__}")
+    recipe = metadata.get("recipe")
+    if isinstance(recipe, Mapping) and recipe.get("host") in HOST_KINDS:
+        return recipe["host"]
+    raise TypeError(
+        f"model_to_dict: model must be one of {list(MODEL_KINDS)}, got {type(model).__name__}; a relaxed host "
+        f"model is written with its build recipe: build it with relaxed_e3nn.nn.relaxed_nequip_model or "
+        f"relaxed_mace_model, or pass metadata={{'recipe': ...}} (see relaxed_e3nn.nn.hosts)"
+    )
 
 
 def model_to_dict(model: Model, *, metadata: Optional[Mapping] = None) -> dict:
@@ -125,10 +138,11 @@ def model_to_dict(model: Model, *, metadata: Optional[Mapping] = None) -> dict:
     ValueError
         If ``metadata`` has an unknown key or a value that is not a JSON-able dict.
     """
-    kind = _kind(model)
     if metadata is None:
-        metadata = getattr(model, "metadata", None)
+        native = isinstance(model, (RelaxedNetwork, DEGNN, EGNN))
+        metadata = getattr(model, "metadata", None) if native else host_metadata(model)
     metadata = _checked_metadata(metadata, "model_to_dict")
+    kind = _kind(model, metadata)
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -139,6 +153,8 @@ def model_to_dict(model: Model, *, metadata: Optional[Mapping] = None) -> dict:
     if kind == "RelaxedNetwork":
         payload["config"] = model.config.to_dict()
         payload["frame"] = [list(row) for row in model.config.frame]
+    elif kind in HOST_KINDS:
+        payload["config"] = metadata["recipe"]["config"]
     else:
         payload["config"] = model.to_config()
     payload["state_dict"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
@@ -200,6 +216,10 @@ def model_from_dict(
         raise ValueError(f"{source}: holds a model of kind {saved_kind!r}, expected {kind!r}")
     state = _checked_state(d, source)
     metadata = _checked_metadata({k: d[k] for k in METADATA_KEYS if k in d}, source)
+    if saved_kind in HOST_KINDS:
+        model = _host_from_dict(d, saved_kind, dtype, saved_dtype, source, metadata)
+        set_host_metadata(model, metadata)
+        return model.to(map_location)
     if saved_kind != "RelaxedNetwork":
         model = _dynamics_from_dict(d, saved_kind, dtype, saved_dtype, source)
     else:
@@ -294,6 +314,19 @@ def _load_state(model, state: dict, dtype_changed: bool, fitted_buffers, source:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{source}: weights do not match the model config: {err}") from err
+
+
+def _host_from_dict(d, kind, dtype, saved_dtype, source, metadata) -> torch.nn.Module:
+    """A relaxed host model (NequIP, MACE) rebuilt from the payload's recipe, with its state loaded."""
+    recipe = metadata.get("recipe")
+    if not isinstance(recipe, Mapping) or recipe.get("host") != kind:
+        raise ValueError(f"{source}: a {kind} payload needs a 'recipe' entry for a {kind} model, got {recipe!r}")
+    try:
+        model = build_from_recipe(recipe, dtype=dtype, where=source)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: invalid {kind} recipe: {err}") from err
+    _load_state(model, d["state_dict"], dtype != saved_dtype, (), source)
+    return model
 
 
 def _dynamics_from_dict(d, kind, dtype, saved_dtype, source):

@@ -10,6 +10,7 @@ from relaxed_e3nn.nn._layers import RelaxedLinear, RelaxedTensorProduct
 from relaxed_e3nn.nn._maps import ThetaLinearMap
 from relaxed_e3nn.nn._optim import RelaxedOptimizer, make_optimizer, relaxed_param_groups
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from, relaxed_parameters, rotate
+from relaxed_e3nn.nn.hosts import RelaxedHostBlock, register_adapter, relaxed_mace_model, relaxed_nequip_model
 
 __all__ = [
     "RelaxedWeights",
@@ -26,4 +27,8 @@ __all__ = [
     "make_optimizer",
     "relaxed_param_groups",
     "RelaxedOptimizer",
+    "register_adapter",
+    "RelaxedHostBlock",
+    "relaxed_nequip_model",
+    "relaxed_mace_model",
 ]

@@ -15,6 +15,7 @@ from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.nn._maps import ThetaLinearMap
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
+from relaxed_e3nn.nn.hosts._registry import register_adapter, relax_modules
 
 __all__ = ["RelaxedConvolution", "relax", "load_equivariant_state", "RELAXED_STATE_SUFFIXES"]
 
@@ -314,31 +315,29 @@ class RelaxedConvolution(torch.nn.Module):
 
 
 def relax(module: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") -> torch.nn.Module:
-    r"""Replace every plain e3nn point convolution inside ``module`` by its :class:`RelaxedConvolution`.
+    r"""Replace every convolution inside ``module`` that an adapter knows by its relaxed twin, in place.
 
-    Walks the module tree (e.g. ``e3nn.nn.models.gate_points_2101.Network`` or a user's model) and
-    swaps each ``gate_points_2101.Convolution`` / ``v2106`` ``Convolution`` for
-    ``RelaxedConvolution.from_equivariant(conv, ...)``, in place. With :math:`\theta_\mathrm{breaking} = 0`
-    the outputs are unchanged. Each relaxed layer gets its own :math:`\theta`.
+    Walks the module tree and swaps each module whose class has an adapter in the registry
+    (:func:`relaxed_e3nn.nn.hosts.register_adapter`): e3nn's ``gate_points_2101.Convolution`` /
+    ``v2106`` ``Convolution`` become ``RelaxedConvolution.from_equivariant(conv, ...)``, NequIP's
+    ``InteractionBlock`` and MACE's interaction blocks their :class:`~relaxed_e3nn.nn.hosts.RelaxedHostBlock`
+    wrappers. With :math:`\theta_\mathrm{breaking} = 0` the outputs are unchanged. Each relaxed layer gets
+    its own :math:`\theta`; layers relaxed already are left alone. Warns when nothing was relaxed.
 
     Returns
     -------
     torch.nn.Module
         ``module`` itself, or the relaxed convolution when ``module`` is a plain convolution.
     """
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"relax: module must be a torch.nn.Module, got {type(module).__name__}")
-    plain_classes = tuple(c for c, _ in _PLAIN_CONVOLUTIONS)
-    if isinstance(module, plain_classes):
-        return RelaxedConvolution.from_equivariant(module, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
-    for name, child in list(module.named_children()):
-        if isinstance(child, plain_classes):
-            module._modules[name] = RelaxedConvolution.from_equivariant(
-                child, irreps_relaxed=irreps_relaxed, relax_at=relax_at
-            )
-        elif not isinstance(child, RelaxedConvolution):
-            relax(child, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
-    return module
+    return relax_modules(module, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
+
+
+def _adapt_gate_points(conv: torch.nn.Module, *, irreps_relaxed=2, relax_at: str = "both") -> RelaxedConvolution:
+    return RelaxedConvolution.from_equivariant(conv, irreps_relaxed=irreps_relaxed, relax_at=relax_at)
+
+
+for _plain_class, _ in _PLAIN_CONVOLUTIONS:
+    register_adapter(_plain_class, _adapt_gate_points)
 
 
 def _radial_sizes(number_of_basis, radial_layers, radial_neurons, fc_neurons) -> list:
