@@ -145,6 +145,7 @@ def test_optimizer_names_include_sgd():
 
 
 # -- box dynamics -------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*is deprecated; use:DeprecationWarning")  # several former names at once
 def test_dynamics_config_checks_and_former_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
