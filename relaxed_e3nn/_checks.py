@@ -24,6 +24,9 @@ __all__ = [
     "as_orthogonal_matrix",
     "is_int",
     "is_number",
+    "check_number",
+    "check_float_dtype",
+    "check_finite",
 ]
 
 #: the floating-point dtypes models, builders and files accept, by config name
@@ -128,3 +131,62 @@ def as_orthogonal_matrix(R, name: str = "R", tol: float = None, batched: bool = 
     if error > tol:
         raise ValueError(f"{name} must be orthogonal (R R^T = I), but |R R^T - I| = {error:.2e}")
     return R
+
+
+def check_number(name: str, value, where: str = "", *, positive: bool = False) -> float:
+    """``value`` as a finite Python float, or an exception naming ``name``.
+
+    Strings (``"4.0"``), bools, ``None`` and other non-numbers raise ``TypeError`` (nothing is
+    converted quietly); NaN, inf (and, with ``positive=True``, values ``<= 0``) raise ``ValueError``.
+    A 0-d tensor or numpy scalar counts as a number.
+    """
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()  # a bool tensor becomes a bool, refused below
+    if not is_number(value):
+        raise TypeError(f"{prefix}{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        expected = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"{prefix}{name} must be {expected}, got {value}")
+    return value
+
+
+def check_float_dtype(name: str, dtype, where: str = "") -> torch.dtype:
+    """``dtype`` if it is ``torch.float32`` or ``torch.float64``, else a ``TypeError`` naming ``name``.
+
+    Half precision (``float16``, ``bfloat16``) is refused: e3nn's constants, the neighbor-list
+    shifts and the equivariance tolerances of this package are not defined for it.
+    """
+    if dtype not in DTYPES.values():
+        prefix = f"{where}: " if where else ""
+        raise TypeError(f"{prefix}{name} must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def check_finite(name: str, value, where: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` (and the first bad index) if ``value`` holds NaN or inf.
+
+    ``value`` is a tensor or an array; integer and bool data always pass. Reads the values on the
+    host: call it where data enter (graph build, collate, load), never per forward pass.
+    """
+    if isinstance(value, torch.Tensor):
+        if not torch.is_floating_point(value) and not torch.is_complex(value):
+            return
+        bad = ~torch.isfinite(value.detach())
+        if not bool(bad.any()):
+            return
+        first = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+        count = int(bad.sum())
+    else:
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating)):
+            return
+        bad = ~np.isfinite(array)
+        if not bad.any():
+            return
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        count = int(bad.sum())
+    prefix = f"{where}: " if where else ""
+    at = f" (first at index {list(first)})" if first else ""
+    raise ValueError(f"{prefix}{name} contains NaN or inf: {count} non-finite value(s){at}")

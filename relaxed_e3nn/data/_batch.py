@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import Dataset
 
 from relaxed_e3nn.data._graph import AtomicGraph
+from relaxed_e3nn.data._validate import check_graph
 
 __all__ = ["collate", "GraphDataset"]
 
@@ -53,7 +54,9 @@ def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
     Raises
     ------
     ValueError
-        An empty sequence, mismatched dictionary keys or shapes, different cutoffs or dtypes.
+        An empty sequence, mismatched dictionary keys or shapes, different cutoffs or dtypes, and
+        (for graphs on the CPU) out-of-range indices or NaN/inf values in any graph, named with
+        the graph's position (see :func:`~relaxed_e3nn.data.check_graph`).
     """
     graphs = list(graphs)
     if not graphs:
@@ -61,6 +64,7 @@ def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
     for index, graph in enumerate(graphs):
         if not isinstance(graph, AtomicGraph):
             raise TypeError(f"collate: item {index} is a {type(graph).__name__}, expected AtomicGraph")
+        check_graph(graph, f"collate: graph {index}")  # graphs may have been changed in place since built
     first = graphs[0]
     for index, graph in enumerate(graphs[1:], start=1):
         if graph.cutoff != first.cutoff:
@@ -98,7 +102,16 @@ def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
         node_targets=_merge_dicts(graphs, "node_targets"),
         graph_targets=_merge_dicts(graphs, "graph_targets"),
         periodic=any(g.periodic for g in graphs),
+        origin=_merged_origin(graphs),
     )
+
+
+def _merged_origin(graphs: Sequence[AtomicGraph]):
+    """The graphs' origins concatenated (zeros for graphs without one), or ``None`` if none has one."""
+    if all(g.origin is None for g in graphs):
+        return None
+    return torch.cat([torch.zeros(g.num_graphs, 3, dtype=torch.float64, device=g.cell.device)
+                      if g.origin is None else g.origin for g in graphs], dim=0)
 
 
 class GraphDataset(Dataset):

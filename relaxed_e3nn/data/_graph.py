@@ -4,6 +4,8 @@ from typing import Dict, Optional
 
 import torch
 
+from relaxed_e3nn.data._validate import check_graph
+
 __all__ = ["AtomicGraph"]
 
 
@@ -53,6 +55,17 @@ class AtomicGraph:
         so that :meth:`edge_vec` never reads a device tensor back to the host. Moving the graph
         (:meth:`to`) keeps it; ``dataclasses.replace`` with a new ``pbc`` must pass
         ``periodic=None`` to derive it again.
+    origin : torch.Tensor or None
+        ``[B, 3]`` float64 point subtracted from each graph's input positions before they were
+        cast to the graph's dtype (the builders subtract the centroid), so that ``pos`` holds
+        small coordinates and edge vectors keep their digits in float32 far from the origin:
+        the input positions are ``pos + origin[batch]``. ``None`` (graphs made by hand) means zero.
+        Kept in float64 by :meth:`to`.
+
+    Every graph is checked when it is made (:func:`~relaxed_e3nn.data._validate.check_graph`):
+    shapes always; index ranges and finiteness when its tensors are on the CPU, where the
+    builders and :func:`~relaxed_e3nn.data.collate` make graphs, so a model's forward pass on an
+    accelerator never waits for such a check.
     """
 
     pos: torch.Tensor
@@ -68,6 +81,7 @@ class AtomicGraph:
     node_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
     graph_targets: Dict[str, torch.Tensor] = field(default_factory=dict)
     periodic: Optional[bool] = None
+    origin: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if self.periodic is None:
@@ -77,6 +91,7 @@ class AtomicGraph:
         elif self.pbc.device.type == "cpu" and self.periodic != bool(self.pbc.any()):
             raise ValueError(f"AtomicGraph: periodic={self.periodic} disagrees with pbc; pass periodic=None "
                              f"to derive it from pbc")
+        check_graph(self)
 
     @property
     def num_nodes(self) -> int:
@@ -114,6 +129,8 @@ class AtomicGraph:
             value = getattr(self, f.name)
             if isinstance(value, dict):
                 changes[f.name] = {k: move(v) for k, v in value.items()}
+            elif f.name == "origin" and value is not None:
+                changes[f.name] = value.to(device=device)  # float64 whatever the graph's dtype
             else:
                 changes[f.name] = move(value)
         return replace(self, **changes)

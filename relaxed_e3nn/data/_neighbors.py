@@ -1,28 +1,103 @@
 """Neighbor lists for molecules, slabs, wires and bulk crystals."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["neighbor_list"]
+from relaxed_e3nn._checks import check_finite, check_number
+
+__all__ = ["neighbor_list", "estimate_num_pairs", "pbc_array", "DEFAULT_MAX_PAIRS", "MIN_CELL_LENGTH"]
 
 # distinct atoms closer than this are rejected: their edge vector has no direction
 _COINCIDENT = 1e-8
+#: default bound on the estimated number of pairs a neighbor list may hold (memory: ~40 bytes a pair)
+DEFAULT_MAX_PAIRS = 1e8
+#: a periodic cell must span at least MIN_CELL_LENGTH**p (Å, Å², Å³ for p = 1, 2, 3 periodic directions)
+MIN_CELL_LENGTH = 0.1
 
 
 def _as_array(name, value, shape_tail, dtype=np.float64):
+    """``value`` as a numpy array of ``dtype`` and shape ``shape_tail`` (``None``: any length).
+
+    Strings, objects and (for floating ``dtype``) complex numbers are refused rather than converted:
+    ``np.asarray(["1.0"], dtype=float)`` would parse them quietly.
+    """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"neighbor_list: {name} must be array-like numbers, got {type(value).__name__}") from err
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested sequences
+        raise TypeError(f"neighbor_list: {name} must be an array of numbers, got {type(value).__name__}") from err
+    if dtype is bool:  # bools, or integers 0/1
+        if raw.dtype.kind not in "biu" or (raw.dtype.kind != "b" and not np.isin(raw, (0, 1)).all()):
+            raise TypeError(f"neighbor_list: {name} must be bools, got {value!r}")
+    elif raw.dtype.kind not in "biuf":
+        raise TypeError(f"neighbor_list: {name} must be an array of real numbers, got dtype {raw.dtype}")
+    array = raw.astype(dtype)
     if array.ndim != len(shape_tail) or any(
         want is not None and got != want for got, want in zip(array.shape, shape_tail)
     ):
         want = "[" + ", ".join("N" if w is None else str(w) for w in shape_tail) + "]"
         raise ValueError(f"neighbor_list: {name} must have shape {want}, got {array.shape}")
     return array
+
+
+def pbc_array(pbc, cell) -> np.ndarray:
+    """``pbc`` as a ``[3]`` bool array; ``None`` means periodic everywhere when a cell is given, else nowhere."""
+    if pbc is None:
+        return np.zeros(3, dtype=bool) if cell is None else np.ones(3, dtype=bool)
+    if isinstance(pbc, (bool, np.bool_)):
+        return np.full(3, bool(pbc))
+    return _as_array("pbc", pbc, (3,), dtype=bool)
+
+
+def _cell_measure(cell: np.ndarray, pbc: np.ndarray) -> float:
+    r"""Volume (area, length) spanned by the periodic lattice vectors, :math:`\sqrt{\det(P P^\top)}`."""
+    periodic = cell[pbc]
+    return float(np.sqrt(max(np.linalg.det(periodic @ periodic.T), 0.0)))
+
+
+def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Refuse a periodic cell that is degenerate (zero or tiny measure) or near-singular (flat)."""
+    periodic = cell[pbc]
+    p = periodic.shape[0]
+    lengths = np.linalg.norm(periodic, axis=1)
+    measure = _cell_measure(cell, pbc)
+    unit = {1: "Å", 2: "Å²", 3: "Å³"}[p]
+    kind = {1: "length", 2: "area", 3: "volume"}[p]
+    floor = MIN_CELL_LENGTH ** p
+    flat = lengths.min() == 0.0 or measure <= 1e-6 * float(np.prod(lengths))
+    if measure < floor or flat:
+        reason = (f"below {floor:.0e} {unit}" if measure < floor
+                  else f"the lattice vectors are nearly linearly dependent (lengths {lengths.round(6).tolist()} Å)")
+        raise ValueError(
+            f"neighbor_list: the periodic lattice vectors of cell (pbc={pbc.tolist()}) span zero {kind} or "
+            f"nearly so ({kind} {measure:.3e} {unit}, {reason}): a degenerate or near-singular cell; cell=\n{cell}"
+        )
+
+
+def estimate_num_pairs(num_atoms: int, cutoff: float, volume: float, periodic: bool) -> float:
+    r"""Expected number of directed pairs closer than ``cutoff`` among ``num_atoms`` atoms in ``volume``.
+
+    .. math::
+        E \approx \tfrac{4\pi}{3}\, r_c^3\, N^2 / V ,
+
+    the count for atoms spread uniformly over :math:`V` with all their periodic images; a
+    non-periodic set has at most :math:`N(N-1)` pairs, so its estimate is capped there.
+    """
+    estimate = 4.0 * np.pi / 3.0 * cutoff ** 3 * float(num_atoms) ** 2 / max(volume, 1e-300)
+    if not periodic:
+        estimate = min(estimate, float(num_atoms) * (num_atoms - 1))
+    return estimate
+
+
+def _check_num_pairs(estimate: float, max_pairs, num_atoms: int, cutoff: float, volume: float) -> None:
+    if max_pairs is not None and estimate > max_pairs:
+        raise ValueError(
+            f"neighbor_list: about {estimate:.3g} pairs expected (4π/3·rc³·N²/V with rc={cutoff:g} Å, "
+            f"N={num_atoms}, V={volume:.4g} Å³), more than max_pairs={max_pairs:.3g}; use a shorter cutoff "
+            f"(or pass a larger max_pairs)"
+        )
 
 
 def _orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:
@@ -59,11 +134,30 @@ def _reject_coincident(src, dst, shift, distance) -> None:
         )
 
 
+def _search_box(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
+    """Positions and cell for the search: non-periodic rows become a box spanning the atoms.
+
+    Along each non-periodic direction the lattice vector is replaced by an orthogonal one spanning
+    the atoms plus a margin of ``cutoff`` on each side, and the atoms are translated into it (a
+    common translation changes no pair and no shift).
+    """
+    search_cell = cell.copy()
+    search_positions = positions.copy()
+    complement = _orthonormal_complement(cell[pbc])
+    for row, direction in zip(np.flatnonzero(~pbc), complement):
+        coordinate = positions @ direction
+        low, extent = coordinate.min(), np.ptp(coordinate)
+        search_positions += (cutoff - low) * direction
+        search_cell[row] = (extent + 2.0 * cutoff) * direction
+    return search_positions, search_cell
+
+
 def neighbor_list(
     positions,
     cutoff: float,
     cell=None,
     pbc=None,
+    max_pairs: Optional[float] = DEFAULT_MAX_PAIRS,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""All directed pairs closer than ``cutoff``, with periodic images.
 
@@ -85,6 +179,12 @@ def neighbor_list(
     lattice vectors of the non-periodic directions of a slab or wire are replaced by a box
     spanning the atoms, which leaves the pairs unchanged.
 
+    Before anything is searched, the number of pairs is estimated (:func:`estimate_num_pairs`:
+    :math:`\tfrac{4\pi}{3} r_c^3 N^2 / V` with :math:`V` the cell volume, the box spanning the atoms
+    along non-periodic directions; at most :math:`N(N-1)` for molecules) and a list that would
+    exceed ``max_pairs`` is refused, so a cutoff far longer than the cell fails at once instead
+    of enumerating billions of periodic images.
+
     Parameters
     ----------
     positions : array_like
@@ -96,6 +196,8 @@ def neighbor_list(
     pbc : bool or array_like of 3 bools, optional
         Periodicity per lattice direction; default: periodic in all directions when a
         cell is given, none otherwise.
+    max_pairs : float or None
+        Refuse lists whose estimated size exceeds this (default ``1e8``); ``None`` disables the guard.
 
     Returns
     -------
@@ -106,66 +208,46 @@ def neighbor_list(
 
     Raises
     ------
+    TypeError
+        A cutoff that is not a number (a string such as ``"4.0"`` included), positions or a
+        cell that are not arrays of real numbers, ``pbc`` that is not bools.
     ValueError
-        Non-finite positions, a non-positive cutoff, a periodic cell of zero volume (or
-        zero length along a periodic direction), mismatched shapes, or two distinct atoms
-        at the same point.
+        Non-finite positions or cell, a non-positive cutoff, a degenerate or near-singular
+        periodic cell (measure below ``MIN_CELL_LENGTH**p`` or lattice vectors nearly
+        dependent; the volume is quoted), more than ``max_pairs`` estimated pairs (the estimate
+        is quoted), mismatched shapes, or two distinct atoms at the same point.
     """
     from matscipy.neighbours import neighbour_list as _matscipy_neighbor_list
 
     positions = _as_array("positions", positions, (None, 3))
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("neighbor_list: positions contain NaN or inf")
-    try:
-        cutoff = float(cutoff)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"neighbor_list: cutoff must be a number, got {cutoff!r}") from err
-    if not np.isfinite(cutoff) or cutoff <= 0:
-        raise ValueError(f"neighbor_list: cutoff must be a positive finite number, got {cutoff}")
-
-    if pbc is None:
-        pbc = np.zeros(3, dtype=bool) if cell is None else np.ones(3, dtype=bool)
-    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy() if np.ndim(pbc) == 0 else _as_array(
-        "pbc", pbc, (3,), dtype=bool
-    )
+    check_finite("positions", positions, "neighbor_list")
+    cutoff = check_number("cutoff", cutoff, "neighbor_list", positive=True)
+    if max_pairs is not None:
+        max_pairs = check_number("max_pairs", max_pairs, "neighbor_list", positive=True)
+    pbc = pbc_array(pbc, cell)
     if cell is None:
         if pbc.any():
             raise ValueError(f"neighbor_list: pbc={pbc.tolist()} needs a cell, got cell=None")
         cell = np.zeros((3, 3))
     cell = _as_array("cell", cell, (3, 3))
-    if not np.all(np.isfinite(cell)):
-        raise ValueError("neighbor_list: cell contains NaN or inf")
+    check_finite("cell", cell, "neighbor_list")
+    if pbc.any():
+        _check_cell(cell, pbc)
 
     n = positions.shape[0]
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64))
-    periodic = cell[pbc]
-    if pbc.any():
-        # volume (area, length) spanned by the periodic lattice vectors must be nonzero
-        gram = periodic @ periodic.T
-        scale = float(np.prod(np.einsum("ij,ij->i", periodic, periodic)))
-        if scale == 0.0 or np.linalg.det(gram) <= 1e-12 * scale:
-            raise ValueError(
-                f"neighbor_list: the periodic lattice vectors of cell (pbc={pbc.tolist()}) span zero "
-                f"volume; cell=\n{cell}"
-            )
     if n == 0:
-        return empty
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    search_positions, search_cell = _search_box(positions, cell, pbc, cutoff)
+    if pbc.any():
+        volume = abs(float(np.linalg.det(search_cell)))
+    else:  # the box spanning the atoms, widened by the cutoff: uniform density inside it
+        volume = float(np.prod(np.ptp(positions, axis=0) + cutoff))
+    _check_num_pairs(estimate_num_pairs(n, cutoff, volume, bool(pbc.any())), max_pairs, n, cutoff, volume)
 
     if not pbc.any():
         src, dst, shift = _molecule_pairs(positions, cutoff)
         _reject_coincident(src, dst, shift, np.linalg.norm(positions[src] - positions[dst], axis=1))
         return src, dst, shift
-
-    # non-periodic directions: an orthogonal box spanning the atoms plus a margin, with the
-    # atoms translated into it (a common translation changes no pair and no shift)
-    search_cell = cell.copy()
-    search_positions = positions.copy()
-    complement = _orthonormal_complement(periodic)
-    for row, direction in zip(np.flatnonzero(~pbc), complement):
-        coordinate = positions @ direction
-        low, extent = coordinate.min(), np.ptp(coordinate)
-        search_positions += (cutoff - low) * direction
-        search_cell[row] = (extent + 2.0 * cutoff) * direction
 
     dst, src, shift, distance = _matscipy_neighbor_list(
         "ijSd", positions=search_positions, cell=search_cell, pbc=pbc, cutoff=cutoff
