@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[test,docs,examples]"
+	$(BIN)/pip install -e ".[test,docs,examples,nequip,mace]"
+	scripts/install_mace.sh $(BIN)/pip
 	touch $(STAMP)
 
 install: $(STAMP)
