@@ -62,6 +62,8 @@ class AtomicGraph:
         the input positions are ``pos + origin[batch]``. ``None`` (graphs made by hand) means zero.
         Kept in float64 by :meth:`to`.
 
+    Notes
+    -----
     Every graph is checked when it is made (:func:`~relaxed_e3nn.data._validate.check_graph`):
     shapes always; index ranges and finiteness when its tensors are on the CPU, where the
     builders and :func:`~relaxed_e3nn.data.collate` make graphs, so a model's forward pass on an
