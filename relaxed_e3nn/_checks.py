@@ -4,6 +4,7 @@ Each check raises with the argument's name and what was expected, so callers nev
 message. Nothing here imports the rest of the package.
 """
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -87,6 +88,8 @@ def parse_irreps(name: str, value, where: str = "") -> o3.Irreps:
         return value
     if not isinstance(value, (str, o3.Irrep, list, tuple)):
         raise ValueError(f"{prefix}{name} must be an irreps string such as '16x0e+8x1o', got {value!r}")
+    if isinstance(value, str) and re.search(r"(^|\+)\s*-\s*\d+\s*x", value):
+        raise ValueError(f"{prefix}{name} must have non-negative multiplicities, got {value!r}")
     try:
         irreps = o3.Irreps(value)
     except (ValueError, TypeError, AssertionError, IndexError) as err:

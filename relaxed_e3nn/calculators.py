@@ -12,7 +12,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from relaxed_e3nn._checks import model_dtype
+from relaxed_e3nn._checks import check_float_dtype, model_dtype
 from relaxed_e3nn.data import from_ase
 from relaxed_e3nn.models import RelaxedNetwork, load, model_from_dict, model_to_dict
 
@@ -30,6 +30,12 @@ class RelaxedCalculator(Calculator):
     :math:`\varepsilon` (eV/Å³, ASE's sign and Voigt order ``xx, yy, zz, yz, xz, xy``); the
     stress is only available for structures with a periodic direction and a cell of non-zero volume.
 
+    Precision: the graph is built from ASE's float64 positions with their centroid subtracted in
+    float64 *before* the cast to the model's dtype (:func:`relaxed_e3nn.data.from_arrays`), so a
+    float32 model gives the same forces for a structure 10⁶ Å from the origin as at the origin.
+    Bad input (NaN positions, a degenerate cell, a cutoff that would make billions of pairs) raises
+    there, naming the argument, before the model runs.
+
     Parameters
     ----------
     path_or_model : str, os.PathLike or RelaxedNetwork
@@ -39,7 +45,7 @@ class RelaxedCalculator(Calculator):
     device : str or torch.device
         Where the model runs.
     dtype : torch.dtype, optional
-        Floating dtype of the evaluation; the model's own by default.
+        ``torch.float32`` or ``torch.float64``: the dtype of the evaluation; the model's own by default.
     **kwargs
         Passed to ``ase.calculators.calculator.Calculator``.
 
@@ -75,8 +81,8 @@ class RelaxedCalculator(Calculator):
     def __init__(self, path_or_model: Union[str, os.PathLike, RelaxedNetwork], device="cpu",
                  dtype: Optional[torch.dtype] = None, **kwargs):
         super().__init__(**kwargs)
-        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise TypeError(f"RelaxedCalculator: dtype must be a floating torch.dtype, got {dtype!r}")
+        if dtype is not None:
+            check_float_dtype("dtype", dtype, "RelaxedCalculator")
         if isinstance(path_or_model, RelaxedNetwork):
             model = path_or_model
             if dtype is not None and dtype != model_dtype(model):

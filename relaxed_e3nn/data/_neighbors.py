@@ -76,27 +76,50 @@ def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
         )
 
 
-def estimate_num_pairs(num_atoms: int, cutoff: float, volume: float, periodic: bool) -> float:
-    r"""Expected number of directed pairs closer than ``cutoff`` among ``num_atoms`` atoms in ``volume``.
+# the measure of a ball of radius r in d dimensions, and how the messages write the estimate
+_BALL = {1: lambda r: 2.0 * r, 2: lambda r: np.pi * r ** 2, 3: lambda r: 4.0 * np.pi / 3.0 * r ** 3}
+_FORMULA = {0: "min(N(N-1), 4π/3·rc³·N²/V) with V the box spanning the atoms widened by rc",
+            1: "2·rc·N²/L", 2: "π·rc²·N²/A", 3: "4π/3·rc³·N²/V"}
+_UNIT = {0: "Å³", 1: "Å", 2: "Å²", 3: "Å³"}
+
+
+def estimate_num_pairs(num_atoms: int, cutoff: float, measure: float, num_periodic: int) -> float:
+    r"""Expected number of directed pairs closer than ``cutoff``, before a neighbor list is built.
+
+    For :math:`p` periodic directions spanning a cell of measure :math:`M` (volume, area, length),
+    every atom meets the :math:`N` atoms of each image cell within reach:
 
     .. math::
-        E \approx \tfrac{4\pi}{3}\, r_c^3\, N^2 / V ,
+        E \approx N^2\, \frac{|B_p(r_c)|}{M}, \qquad
+        |B_3| = \tfrac{4\pi}{3} r_c^3,\; |B_2| = \pi r_c^2,\; |B_1| = 2 r_c ,
 
-    the count for atoms spread uniformly over :math:`V` with all their periodic images; a
-    non-periodic set has at most :math:`N(N-1)` pairs, so its estimate is capped there.
+    i.e. :math:`\tfrac{4\pi}{3} r_c^3 N^2 / V` for a bulk cell. Without periodic directions
+    (``num_periodic=0``, ``measure`` the volume of the box spanning the atoms) the same density
+    argument is capped by the :math:`N(N-1)` pairs a molecule has at most.
+
+    Parameters
+    ----------
+    num_atoms : int
+    cutoff : float
+    measure : float
+        Volume, area or length of the periodic cell (the box volume for a molecule).
+    num_periodic : int
+        Number of periodic directions, 0 to 3.
     """
-    estimate = 4.0 * np.pi / 3.0 * cutoff ** 3 * float(num_atoms) ** 2 / max(volume, 1e-300)
-    if not periodic:
-        estimate = min(estimate, float(num_atoms) * (num_atoms - 1))
-    return estimate
+    n2 = float(num_atoms) ** 2
+    if num_periodic == 0:
+        return min(_BALL[3](cutoff) * n2 / max(measure, 1e-300), float(num_atoms) * (num_atoms - 1))
+    return _BALL[num_periodic](cutoff) * n2 / max(measure, 1e-300)
 
 
-def _check_num_pairs(estimate: float, max_pairs, num_atoms: int, cutoff: float, volume: float) -> None:
+def _check_num_pairs(max_pairs, num_atoms: int, cutoff: float, measure: float, num_periodic: int) -> None:
+    estimate = estimate_num_pairs(num_atoms, cutoff, measure, num_periodic)
     if max_pairs is not None and estimate > max_pairs:
+        symbol = "V" if num_periodic in (0, 3) else "AL"[2 - num_periodic]
         raise ValueError(
-            f"neighbor_list: about {estimate:.3g} pairs expected (4π/3·rc³·N²/V with rc={cutoff:g} Å, "
-            f"N={num_atoms}, V={volume:.4g} Å³), more than max_pairs={max_pairs:.3g}; use a shorter cutoff "
-            f"(or pass a larger max_pairs)"
+            f"neighbor_list: about {estimate:.3g} pairs expected ({_FORMULA[num_periodic]}, rc={cutoff:g} Å, "
+            f"N={num_atoms}, {symbol}={measure:.4g} {_UNIT[num_periodic]}), more than max_pairs={max_pairs:.3g}; "
+            f"use a shorter cutoff (or pass a larger max_pairs)"
         )
 
 
@@ -180,8 +203,8 @@ def neighbor_list(
     spanning the atoms, which leaves the pairs unchanged.
 
     Before anything is searched, the number of pairs is estimated (:func:`estimate_num_pairs`:
-    :math:`\tfrac{4\pi}{3} r_c^3 N^2 / V` with :math:`V` the cell volume, the box spanning the atoms
-    along non-periodic directions; at most :math:`N(N-1)` for molecules) and a list that would
+    :math:`\tfrac{4\pi}{3} r_c^3 N^2 / V` for a bulk cell of volume :math:`V`, the same with the
+    area or length for slabs and wires; at most :math:`N(N-1)` for molecules) and a list that would
     exceed ``max_pairs`` is refused, so a cutoff far longer than the cell fails at once instead
     of enumerating billions of periodic images.
 
@@ -239,10 +262,10 @@ def neighbor_list(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
     search_positions, search_cell = _search_box(positions, cell, pbc, cutoff)
     if pbc.any():
-        volume = abs(float(np.linalg.det(search_cell)))
+        measure = _cell_measure(cell, pbc)
     else:  # the box spanning the atoms, widened by the cutoff: uniform density inside it
-        volume = float(np.prod(np.ptp(positions, axis=0) + cutoff))
-    _check_num_pairs(estimate_num_pairs(n, cutoff, volume, bool(pbc.any())), max_pairs, n, cutoff, volume)
+        measure = float(np.prod(np.ptp(positions, axis=0) + cutoff))
+    _check_num_pairs(max_pairs, n, cutoff, measure, int(pbc.sum()))
 
     if not pbc.any():
         src, dst, shift = _molecule_pairs(positions, cutoff)

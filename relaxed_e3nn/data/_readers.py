@@ -1,7 +1,7 @@
 """Atomic graphs from ase ``Atoms``, pymatgen structures and files (extxyz, CIF, traj, POSCAR)."""
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ase.io
 import numpy as np
@@ -347,6 +347,27 @@ def _frame_number(index, position: int) -> Optional[int]:
     return start + position * step if start >= 0 and step > 0 else None
 
 
+def _broken_xyz_frame(path: Path) -> Optional[Tuple[int, int]]:
+    """``(frame, line)`` (line 1-based) where an xyz file's chain of atom-count headers breaks, if it does.
+
+    ase indexes an extended XYZ file before it yields its first frame, so its errors do not tell
+    which frame is broken; walking the headers (count line, comment line, that many atom lines) does.
+    """
+    lines = path.read_text(errors="replace").splitlines()
+    line = frame = 0
+    while line < len(lines):
+        if not lines[line].strip() and not any(rest.strip() for rest in lines[line:]):
+            return None  # trailing blank lines
+        try:
+            count = int(lines[line].split()[0])
+        except (ValueError, IndexError):
+            return frame, line + 1
+        if count < 0 or line + count + 2 > len(lines):
+            return frame, line + 1
+        line, frame = line + count + 2, frame + 1
+    return None
+
+
 def _iread(path: Path, index, fmt: str) -> Iterator:
     """ase's frames one by one; a parse error becomes a ``ValueError`` with the path and frame."""
     frames = ase.io.iread(str(path), index=index, format=fmt)
@@ -359,6 +380,9 @@ def _iread(path: Path, index, fmt: str) -> Iterator:
         except Exception as err:  # ase raises many types (XYZError, ValueError, KeyError, ...)
             frame = _frame_number(index, position)
             at = f"frame {frame}" if frame is not None else f"structure {position} of index {index!r}"
+            broken = _broken_xyz_frame(path) if fmt == "extxyz" else None
+            if broken is not None and (frame is None or broken[0] >= frame):
+                at = f"frame {broken[0]} (line {broken[1]}: not a valid atom-count header or too few lines)"
             first = str(err).splitlines()[0] if str(err) else ""
             raise ValueError(f"read: cannot parse {str(path)!r} ({fmt}) at {at}: {type(err).__name__}: "
                              f"{first}") from err

@@ -25,6 +25,7 @@ from typing import Dict, Optional
 
 import torch
 
+from relaxed_e3nn._checks import check_float_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.discrete._group_elements import group_elements
@@ -68,8 +69,8 @@ def _check_inputs(pos, vel, node_attr, edge_src, edge_dst, batch, node_attr_dim)
 
 
 def _check_dtype(cls, dtype):
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"{cls.__name__}.from_config: dtype must be a floating torch.dtype, got {dtype!r}")
+    if dtype is not None:
+        check_float_dtype("dtype", dtype, f"{cls.__name__}.from_config")
 
 
 def _node_centers(center, default, pos, batch):
@@ -123,9 +124,9 @@ class _DynamicsModel(torch.nn.Module):
         if c.shape != (3,) or not torch.isfinite(c).all():
             raise ValueError(f"center: expected 3 finite numbers, got {center!r}")
         self.register_buffer("center", c.clone())
-        for name in STATISTICS_BUFFERS:  # identity until fit_statistics; output_bound inf: no squash
+        for name in STATISTICS_BUFFERS:  # identity until fit_statistics; output_bound 0: no bound
             value = torch.ones(self.node_attr_dim) if name == "attr_scale" else torch.tensor(1.0)
-            self.register_buffer(name, value * math.inf if name == "output_bound" else value)
+            self.register_buffer(name, value * 0.0 if name == "output_bound" else value)
         self.layers = torch.nn.ModuleList()
 
     def to_config(self) -> dict:
@@ -246,7 +247,7 @@ class _DynamicsModel(torch.nn.Module):
         if not self.normalize and self.baseline == "none":
             return x  # the format-1 model, bit for bit
         residual = (x - x0) * self.target_scale
-        if bool(torch.isfinite(self.output_bound)):
+        if bool(self.output_bound > 0):
             residual = squash(residual, self.output_bound)
         return self._baseline(pos, vel, node_center) + residual
 

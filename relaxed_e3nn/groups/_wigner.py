@@ -19,7 +19,7 @@ import functools
 import torch
 from e3nn import o3
 
-from relaxed_e3nn._checks import parse_irreps
+from relaxed_e3nn._checks import check_number, orthogonality_error, parse_irreps
 
 __all__ = ["D_from_matrix", "proper_D_blocks"]
 
@@ -58,8 +58,13 @@ def proper_D_blocks(q, lmax):
     return blocks
 
 
-def D_from_matrix(irreps, R):
-    """Representation matrices of ``irreps`` at the orthogonal matrices ``R``.
+#: largest max|R Rᵀ − I| D_from_matrix accepts, by the dtype of R (float32 rounding accumulates in
+#: products of rotations; a float32 matrix cast to float64 is off by ~1e-7)
+_ORTHOGONALITY_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+def D_from_matrix(irreps, R, *, tol=None):
+    r"""Representation matrices of ``irreps`` at the orthogonal matrices ``R``.
 
     A precise replacement of ``o3.Irreps(irreps).D_from_matrix(R)`` (same basis and parity
     convention: for ``det R = −1`` the block of irrep ``(l, p)`` is ``p · D^l(−R)``).
@@ -68,17 +73,34 @@ def D_from_matrix(irreps, R):
     ----------
     irreps : e3nn.o3.Irreps or str
     R : torch.Tensor ``[..., 3, 3]``
-        Orthogonal matrices (proper or improper).
+        Orthogonal matrices (proper or improper), finite.
+    tol : float, optional
+        Largest accepted :math:`\max|R R^\top - I|` over all matrices; by default ``1e-6`` for
+        float64 ``R`` and ``1e-4`` otherwise. A matrix that is not
+        orthogonal has no Wigner D matrix: the recursion would silently return a wrong one.
 
     Returns
     -------
     torch.Tensor ``[..., irreps.dim, irreps.dim]`` in the dtype of ``R`` (computed in float64).
+
+    Raises
+    ------
+    ValueError
+        Malformed ``irreps``; ``R`` of another shape, with NaN/inf, or not orthogonal within ``tol``
+        (the error and the tolerance are quoted).
     """
     irreps = parse_irreps("irreps", irreps)
     if not isinstance(R, torch.Tensor):
         R = torch.as_tensor(R)
-    if R.shape[-2:] != (3, 3):
-        raise ValueError(f"R must have shape [..., 3, 3], got {tuple(R.shape)}")
+    if R.dim() < 2 or R.shape[-2:] != (3, 3):
+        raise ValueError(f"D_from_matrix: R must have shape [..., 3, 3], got {tuple(R.shape)}")
+    if tol is None:
+        tol = _ORTHOGONALITY_TOLERANCE.get(R.dtype, _ORTHOGONALITY_TOLERANCE[torch.float32])
+    tol = check_number("tol", tol, "D_from_matrix", positive=True)
+    error = orthogonality_error(R)  # inf for NaN/inf entries
+    if not error <= tol:
+        raise ValueError(f"D_from_matrix: R must be orthogonal (R Rᵀ = I): max|R Rᵀ - I| = {error:.3g} exceeds "
+                         f"the tolerance {tol:.1e} (finite entries required)")
     batch = R.shape[:-2]
     r = R.reshape(-1, 3, 3).to(torch.float64)
     det = torch.linalg.det(r)

@@ -42,7 +42,7 @@ import torch
 
 from relaxed_e3nn import __version__
 from relaxed_e3nn._atomic import atomic_write
-from relaxed_e3nn._checks import DTYPES, dtype_name, model_dtype
+from relaxed_e3nn._checks import DTYPES, check_finite, check_float_dtype, dtype_name, model_dtype
 from relaxed_e3nn.discrete import DEGNN, EGNN, STATISTICS_BUFFERS
 from relaxed_e3nn.models._config import RelaxedNetworkConfig, current_keys
 from relaxed_e3nn.models._network import RelaxedNetwork
@@ -64,8 +64,6 @@ _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
 _STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
 _DYNAMICS_STATE_BUFFERS = ("center",) + STATISTICS_BUFFERS
 Model = Union[RelaxedNetwork, DEGNN, EGNN]
-# a model may have been saved in a half-precision dtype
-_FILE_DTYPES = {**DTYPES, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
@@ -197,8 +195,12 @@ def model_from_dict(
     ------
     ValueError
         If ``d`` is not a model payload, comes from a newer format version, names an unknown
-        model kind or another kind than ``kind``, its weights do not match its ``sha256``
-        (format 2 on) or do not fit its config, or its optional entries are not plain data.
+        model kind or another kind than ``kind`` or a dtype other than float32/float64, its
+        weights do not match its ``sha256`` (format 2 on), hold NaN or inf (the tensor is named)
+        or do not fit its config (a tensor of the wrong shape, e.g. θ, is named), or its optional
+        entries are not plain data.
+    TypeError
+        If ``dtype`` is not ``torch.float32`` or ``torch.float64``.
 
     Notes
     -----
@@ -208,13 +210,12 @@ def model_from_dict(
     if kind is not None and kind not in MODEL_KINDS:
         raise ValueError(f"model_from_dict: kind must be one of {list(MODEL_KINDS)} or None, got {kind!r}")
     saved_kind, saved_dtype = _checked_header(d, source)
-    if dtype is None:
-        dtype = saved_dtype
-    elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"model_from_dict: dtype must be a floating torch.dtype, got {dtype!r}")
+    dtype = saved_dtype if dtype is None else check_float_dtype("dtype", dtype, "model_from_dict")
     if kind is not None and saved_kind != kind:
         raise ValueError(f"{source}: holds a model of kind {saved_kind!r}, expected {kind!r}")
     state = _checked_state(d, source)
+    for name, tensor in state.items():  # a NaN weight (θ included) would give NaN outputs silently
+        check_finite(f"state_dict[{name!r}]", tensor, source)
     metadata = _checked_metadata({k: d[k] for k in METADATA_KEYS if k in d}, source)
     if saved_kind in HOST_KINDS:
         model = _host_from_dict(d, saved_kind, dtype, saved_dtype, source, metadata)
@@ -257,12 +258,12 @@ def _checked_header(d, source: str):
                 f"{source}: checksum mismatch: the weights hash to sha256 {actual}, the file records "
                 f"{d['sha256']!r}; the file is corrupt or was modified"
             )
-    if d["dtype"] not in _FILE_DTYPES:
-        raise ValueError(f"{source}: unknown dtype {d['dtype']!r}")
+    if d["dtype"] not in DTYPES:
+        raise ValueError(f"{source}: dtype {d['dtype']!r} is not supported; model files hold one of {list(DTYPES)}")
     saved_kind = d.get("kind", _DEFAULT_KIND)
     if saved_kind not in MODEL_KINDS:
         raise ValueError(f"{source}: unknown model kind {saved_kind!r}; this package reads {list(MODEL_KINDS)}")
-    return saved_kind, _FILE_DTYPES[d["dtype"]]
+    return saved_kind, DTYPES[d["dtype"]]
 
 
 def _network_from_dict(d: dict, dtype, saved_dtype, source: str) -> RelaxedNetwork:
@@ -304,6 +305,10 @@ def _load_state(model, state: dict, dtype_changed: bool, fitted_buffers, source:
         raise ValueError(
             f"{source}: weights do not match the model config (missing {missing}, unexpected {unexpected})"
         )
+    for name, tensor in state.items():  # e.g. a θ of another size than the config's irreps_relaxed
+        if tensor.shape != expected[name].shape:
+            raise ValueError(f"{source}: weights do not match the model config: state_dict[{name!r}] has shape "
+                             f"{list(tensor.shape)}, the config needs {list(expected[name].shape)}")
     if dtype_changed:
         parameters = {name for name, _ in model.named_parameters()}
         state = {
@@ -404,10 +409,18 @@ def load(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtyp
     ValueError
         Naming ``path``, if the file is empty, truncated, corrupt, not a relaxed_e3nn model
         (e.g. a plain ``torch.save``-d dict or a text file), of a newer format version, with
-        weights that do not match the recorded checksum, or holds another model kind than ``kind``.
+        weights that do not match the recorded checksum, hold NaN or inf (naming the tensor) or
+        do not fit the config, saved in a dtype other than float32/float64, or holds another
+        model kind than ``kind``.
+    TypeError
+        If ``dtype`` is not ``torch.float32`` or ``torch.float64``.
     """
     if kind is not None and kind not in MODEL_KINDS:
         raise ValueError(f"load: kind must be one of {list(MODEL_KINDS)} or None, got {kind!r}")
+    if dtype is not None:
+        check_float_dtype("dtype", dtype, "load")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"load: no such model file: {path}")

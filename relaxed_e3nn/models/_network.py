@@ -10,6 +10,7 @@ from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import Gate
 from e3nn.nn.models.gate_points_2101 import Convolution
 
+from relaxed_e3nn._checks import check_float_dtype
 from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.data import AtomicGraph
@@ -97,8 +98,8 @@ class RelaxedNetwork(torch.nn.Module):
             config = RelaxedNetworkConfig.from_dict(config)
         if not isinstance(config, RelaxedNetworkConfig):
             raise TypeError(f"RelaxedNetwork: config must be a RelaxedNetworkConfig, got {type(config).__name__}")
-        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise TypeError(f"RelaxedNetwork: dtype must be a floating torch.dtype, got {dtype!r}")
+        if dtype is not None:
+            check_float_dtype("dtype", dtype, "RelaxedNetwork")
         config = copy.deepcopy(config)
         initial = config.initial_buffers
         config.initial_buffers = {}  # consumed here: the buffers are the only home of these values

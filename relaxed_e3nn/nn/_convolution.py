@@ -10,7 +10,7 @@ from e3nn.nn.models import gate_points_2101
 from e3nn.nn.models.v2106 import points_convolution as points_convolution_2106
 from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
 
-from relaxed_e3nn._checks import RELAX_AT, parse_irreps
+from relaxed_e3nn._checks import RELAX_AT, check_number, parse_irreps
 from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.nn._maps import ThetaLinearMap
@@ -139,9 +139,7 @@ class RelaxedConvolution(torch.nn.Module):
                 f"RelaxedConvolution: fc_neurons must be a non-empty list of positive ints "
                 f"(radial basis size, then hidden sizes), got {fc_neurons!r}"
             )
-        num_neighbors = float(num_neighbors)
-        if not num_neighbors > 0 or not math.isfinite(num_neighbors):
-            raise ValueError(f"RelaxedConvolution: num_neighbors must be a positive number, got {num_neighbors}")
+        num_neighbors = check_number("num_neighbors", num_neighbors, "RelaxedConvolution", positive=True)
 
         self.irreps_node_input = parse_irreps("irreps_in", irreps_node_input, "RelaxedConvolution")
         self.irreps_node_attr = parse_irreps("irreps_node_attr", irreps_node_attr, "RelaxedConvolution")

@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 from e3nn import o3
 
+from relaxed_e3nn._checks import parse_irreps
 from relaxed_e3nn.nn._maps import ThetaLinearMap
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 
@@ -42,6 +43,10 @@ class RelaxedTensorProduct(o3.TensorProduct):
     """
 
     def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, *args, irreps_relaxed=2, **kwargs) -> None:
+        # checked here so that malformed irreps name the argument instead of failing inside e3nn
+        irreps_in1, irreps_in2, irreps_out = (parse_irreps(name, value, "RelaxedTensorProduct") for name, value in
+                                              (("irreps_in1", irreps_in1), ("irreps_in2", irreps_in2),
+                                               ("irreps_out", irreps_out)))
         super().__init__(irreps_in1, irreps_in2, irreps_out, instructions, *args, **kwargs)
         self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps
@@ -83,6 +88,8 @@ class RelaxedLinear(o3.Linear):
     """
 
     def __init__(self, irreps_in, irreps_out, *args, irreps_relaxed=2, **kwargs) -> None:
+        irreps_in = parse_irreps("irreps_in", irreps_in, "RelaxedLinear")  # named, before e3nn sees it
+        irreps_out = parse_irreps("irreps_out", irreps_out, "RelaxedLinear")
         super().__init__(irreps_in, irreps_out, *args, **kwargs)
         self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps

@@ -16,7 +16,7 @@ from typing import Iterator, Tuple
 import torch
 from e3nn import o3
 
-from relaxed_e3nn._checks import as_orthogonal_matrix, parse_irreps
+from relaxed_e3nn._checks import as_orthogonal_matrix, check_finite, parse_irreps
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.groups import D_from_matrix
 
@@ -121,6 +121,18 @@ class RelaxedWeights(torch.nn.Module):
         self.register_buffer("copy_is_breaking", copy_is_breaking, persistent=False)
         self.register_buffer("scalar_mask", ~copy_is_breaking[copy_index], persistent=False)
         self.theta = torch.nn.Parameter(self.scalar_mask.to(torch.get_default_dtype()).clone())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a θ of another size, or with NaN/inf, is named here (torch would report a bare size mismatch,
+        # or load the NaN silently)
+        key = prefix + "theta"
+        value = state_dict.get(key)
+        if isinstance(value, torch.Tensor):
+            if value.shape != self.theta.shape:
+                raise ValueError(f"RelaxedWeights: {key} has shape {list(value.shape)}, but irreps_relaxed "
+                                 f"{self.irreps} needs [{self.irreps.dim}]")
+            check_finite(key, value, "RelaxedWeights")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def num_copies(self) -> int:
