@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from relaxed_e3nn.data.generators import box_nbody
+from relaxed_e3nn.data.generators import box_nbody, box_nbody_preset
 from relaxed_e3nn.train import train_dynamics
 
 
@@ -40,7 +40,10 @@ def main(argv=None):
     torch.set_num_threads(1)
 
     n = args.num_samples
-    data = box_nbody(num_samples=3 * n, half_widths=args.half_widths, interaction="coulomb", seed=0)
+    if args.clustered:
+        data = box_nbody_preset("clustered", num_samples=3 * n, seed=0, half_widths=args.half_widths)
+    else:
+        data = box_nbody(num_samples=3 * n, half_widths=args.half_widths, interaction="coulomb", seed=0)
     print(f"box half-widths {tuple(args.half_widths)}: point group {data.group_name} about the centre")
     print(f"naive baseline (positions unchanged): MSE {((data.targets - data.positions) ** 2).mean():.4f}")
     runs = [("DEGNN", "degnn", "auto"), ("DEGNN-C1", "degnn", "C1"), ("EGNN", "egnn", "auto")]

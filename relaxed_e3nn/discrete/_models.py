@@ -20,7 +20,6 @@ by the walls); ``coefficient_bound`` bounds the invariant coefficient networks. 
 Both are written and read with ``relaxed_e3nn.save`` / ``relaxed_e3nn.load`` (the package's one
 model file format) through ``to_config`` / ``from_config`` and their ``state_dict``.
 """
-import math
 from typing import Dict, Optional
 
 import torch
