@@ -26,9 +26,9 @@ _OCCUPANCY_TOLERANCE = 1e-3
 _ARRAY_ALIASES = {"charges": ("charges", "initial_charges"), "magmoms": ("magmoms", "initial_magmoms")}
 
 
-def _voigt_to_matrix(stress: np.ndarray, name: str, where: str) -> np.ndarray:
+def _voigt_to_matrix(name: str, stress, where: str) -> np.ndarray:
     """ase's Voigt order (xx, yy, zz, yz, xz, xy) -> symmetric 3x3."""
-    stress = np.asarray(stress, dtype=np.float64)
+    stress = numeric_array(name, stress, where).astype(np.float64)
     if stress.shape == (3, 3):
         return stress
     if stress.shape == (6,):
@@ -88,27 +88,19 @@ def _scalar(name: str, value, where: str) -> np.ndarray:
 
 
 def _add_energy_forces_stress(atoms, graph: dict, targets: dict, keys, where: str) -> None:
-    """The energy, forces and stress under the caller's keys, or an attached calculator's results."""
-    energy_key, forces_key, stress_key = keys
+    """The energy, forces and stress under the caller's keys (``keys``: energy, forces, stress key),
+    or an attached calculator's results."""
     results = _calculator_results(atoms)
-    if energy_key is not None:
-        if energy_key not in atoms.info:
-            raise ValueError(f"energy_key {energy_key!r} is missing from atoms.info{where}")
-        graph["energy"] = _scalar(f"energy_key {energy_key!r}", atoms.info[energy_key], where)
-    elif results.get("energy") is not None:
-        graph["energy"] = _scalar("energy", results["energy"], where)
-    if forces_key is not None:
-        if forces_key not in atoms.arrays:
-            raise ValueError(f"forces_key {forces_key!r} is missing from atoms.arrays{where}")
-        targets["forces"] = numeric_array(f"forces_key {forces_key!r}", atoms.arrays[forces_key], where)
-    elif results.get("forces") is not None:
-        targets["forces"] = numeric_array("forces", results["forces"], where)
-    if stress_key is not None:
-        if stress_key not in atoms.info:
-            raise ValueError(f"stress_key {stress_key!r} is missing from atoms.info{where}")
-        graph["stress"] = _voigt_to_matrix(atoms.info[stress_key], "stress_key", where)
-    elif results.get("stress") is not None:
-        graph["stress"] = _voigt_to_matrix(results["stress"], "stress", where)
+    sources = (("energy", atoms.info, "atoms.info", graph, _scalar),
+               ("forces", atoms.arrays, "atoms.arrays", targets, numeric_array),
+               ("stress", atoms.info, "atoms.info", graph, _voigt_to_matrix))
+    for key, (name, source, source_name, out, convert) in zip(keys, sources):
+        if key is not None:
+            if key not in source:
+                raise ValueError(f"{name}_key {key!r} is missing from {source_name}{where}")
+            out[name] = convert(f"{name}_key {key!r}", source[key], where)
+        elif results.get(name) is not None:
+            out[name] = convert(name, results[name], where)
     if "forces" in targets and np.shape(targets["forces"]) != (len(atoms), 3):
         raise ValueError(f"forces must have shape [{len(atoms)}, 3]{where}, got {np.shape(targets['forces'])}")
 
