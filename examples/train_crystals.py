@@ -2,7 +2,8 @@
 
 1. Builds rattled, strained fcc Cu, Au and ordered CuAu / Cu3Au cells, labels them with ase's
    EMT energies, forces and stresses, and writes half of them as CIF files (structure only,
-   with the reference values in a JSON sidecar per file) and half as one extxyz file.
+   with the reference values in a JSON sidecar per file that names their Cartesian frame by
+   the cell they were computed in) and half as one extxyz file.
 2. Trains energy + forces + stress (``relaxed_e3nn.train.train``; the config is written
    next to the run, so ``relaxed-e3nn train train_crystals.yaml`` repeats it).
 3. Prints the test-set errors, and predicts a few new structures to extxyz
@@ -56,7 +57,8 @@ def main():
     for k, (atoms, values) in enumerate(labelled[:half]):
         cif, sidecar = out / "cif" / f"crystal_{k:03d}.cif", out / "cif" / f"crystal_{k:03d}.json"
         ase.io.write(str(cif), atoms)
-        sidecar.write_text(json.dumps([values]))
+        # a CIF keeps only lengths and angles: name the frame the forces and stress are in
+        sidecar.write_text(json.dumps([dict(values, frame={"cell": atoms.cell[:].tolist()})]))
         sources.append({"path": str(cif), "targets": str(sidecar)})
     xyz = out / "crystals.xyz"
     frames = []

@@ -353,7 +353,8 @@ def test_pymatgen_json_and_cif_with_targets(tmp_path):
     for k, atoms in enumerate(frames[:2]):
         ase.io.write(str(tmp_path / f"cu{k}.cif"), atoms)
         (tmp_path / f"cu{k}.json").write_text(json.dumps([{"energy": atoms.get_potential_energy(),
-                                                           "forces": atoms.get_forces().tolist()}]))
+                                                           "forces": atoms.get_forces().tolist(),
+                                                           "frame": {"cell": atoms.cell[:].tolist()}}]))
     train_source = [str(tmp_path / "cu.json")] + [
         {"path": str(tmp_path / f"cu{k}.cif"), "targets": str(tmp_path / f"cu{k}.json")} for k in range(2)]
     result = train(tiny_train_config(train_source, tmp_path / "run", epochs=1))

@@ -22,7 +22,7 @@ from relaxed_e3nn.train._evaluation import evaluate
 from relaxed_e3nn.train._inference import graphs_for_model, predict
 from relaxed_e3nn.train._loop import train
 from relaxed_e3nn.train._result import METRICS_SCHEMA_VERSION, TrainResult, metrics_summary
-from relaxed_e3nn.train._sources import read_atoms
+from relaxed_e3nn.train._sources import SIDECAR_FRAMES, frame_rotation, read_atoms
 from relaxed_e3nn.train._statistics import fit_atomic_energies
 from relaxed_e3nn.train._targets import TargetSpec, select_targets
 
@@ -46,6 +46,8 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "read_atoms",
+    "frame_rotation",
+    "SIDECAR_FRAMES",
     "fit_atomic_energies",
     "epoch_permutation",
     "ExponentialMovingAverage",

@@ -7,15 +7,29 @@ from typing import Any, Dict, List, Optional, Tuple
 import ase.io
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import full_3x3_to_voigt_6_stress
-from pymatgen.core import Structure
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+from ase.geometry import cellpar_to_cell
+from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from relaxed_e3nn.data.generators import GENERATORS
 
-__all__ = ["read_atoms", "attach_targets"]
+__all__ = ["read_atoms", "attach_targets", "frame_rotation", "SIDECAR_FRAMES"]
 
 _SOURCE_KEYS = ("path", "format", "index", "targets")
+
+#: Named Cartesian frames of a sidecar: the orientation each tool gives a cell read from its
+#: lengths and angles (``cellpar`` = a, b, c, alpha, beta, gamma).
+SIDECAR_FRAMES = {
+    # a along x, b in the xy-plane (ase.geometry.cellpar_to_cell, what ase.io.read gives a CIF)
+    "cartesian_ase": lambda cellpar: cellpar_to_cell(cellpar),
+    # c along z, a in the xz-plane (pymatgen Lattice.from_parameters, what CifParser gives a CIF)
+    "cartesian_pymatgen": lambda cellpar: Lattice.from_parameters(*cellpar).matrix,
+}
+_VECTOR_TARGETS = ("forces",)
+_TENSOR_TARGETS = ("stress",)
+# a CIF stores lengths and angles in decimal text: the frame's cell matches ours to that precision
+_FRAME_TOLERANCE = 1e-4
 
 
 def read_atoms(source: Any, *, format: Optional[str] = None, index: str = ":",
@@ -30,7 +44,9 @@ def read_atoms(source: Any, *, format: Optional[str] = None, index: str = ":",
           entries); anything else is read with ``ase.io.read`` (extxyz, CIF, ...);
         * ``{"path": ..., "format": ..., "index": ..., "targets": FILE.json}``: a file with
           its own options; ``targets`` is a JSON list with one ``{NAME: value}`` dict per
-          structure (for formats such as CIF that hold no energies);
+          structure (for formats such as CIF that hold no energies). Forces and stresses in
+          it are Cartesian, in the frame named by the entry's ``"frame"`` (see
+          :func:`frame_rotation`), required for CIF files;
         * ``{"generator": NAME, **kwargs}``: ``relaxed_e3nn.data.generators.GENERATORS[NAME](**kwargs)``;
         * a list of the above, concatenated in order.
     format, index : optional
@@ -59,10 +75,11 @@ def read_atoms(source: Any, *, format: Optional[str] = None, index: str = ":",
         unknown = sorted(set(source) - set(_SOURCE_KEYS))
         if unknown:
             raise ValueError(f"{where}: unknown keys {unknown}; a file source takes {list(_SOURCE_KEYS)}")
-        items = _read_file(Path(source["path"]), format=source.get("format", format),
-                           index=source.get("index", index), where=where)
+        path, file_format = Path(source["path"]), source.get("format", format)
+        items = _read_file(path, format=file_format, index=source.get("index", index), where=where)
         if source.get("targets") is not None:
-            items = _attach_target_file(items, Path(source["targets"]), where)
+            is_cif = (file_format or path.suffix.lstrip(".")).lower() == "cif"
+            items = _attach_target_file(items, Path(source["targets"]), where, frame_required=is_cif)
         return items
     raise TypeError(f"{where}: expected a path, a mapping or a list of them, got {type(source).__name__}")
 
@@ -88,6 +105,80 @@ def attach_targets(atoms, values: Dict[str, Any]) -> None:
             atoms.info[name] = value
     if calc_values:
         atoms.calc = SinglePointCalculator(atoms, **calc_values)
+
+
+def frame_rotation(atoms, frame, where: str = "frame") -> np.ndarray:
+    r"""The rotation taking vectors written in ``frame`` to the Cartesian frame of ``atoms``.
+
+    A CIF file stores a cell as lengths and angles, and every tool that reads it picks its own
+    orientation: ase puts a along x and b in the xy-plane, pymatgen puts c along z and a in the
+    xz-plane (the two differ by a rotation of about 1° for a slightly sheared cubic cell). Forces
+    and stresses given next to such a file are Cartesian in *some* orientation, so a sidecar
+    names it.
+
+    With the lattice vectors as rows, ``C_frame`` in ``frame`` and ``C`` in ``atoms.cell``, the
+    rotation is the orthogonal ``R`` of the polar decomposition of ``C_frame^T C`` (the
+    orthogonal Procrustes solution of ``C_frame R ≈ C``, exact up to the file's decimals), and
+
+    .. math:: F = F_\text{frame} R, \qquad \sigma = R^T \sigma_\text{frame} R .
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure as read (its cell is the target frame).
+    frame : str or dict
+        ``"cartesian_ase"`` or ``"cartesian_pymatgen"`` (the orientation that tool gives the
+        cell's lengths and angles, see :data:`SIDECAR_FRAMES`), or ``{"cell": [[...], [...], [...]]}``:
+        the lattice vectors (rows, Å) in the frame the values were written in.
+    where : str
+        Named in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[3, 3]`` proper rotation ``R`` (vectors are rows: ``v = v_frame @ R``).
+    """
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    if abs(np.linalg.det(cell)) < 1e-9:
+        raise ValueError(f"{where}: forces/stress in a named frame need a periodic structure with a full cell")
+    if isinstance(frame, str) and frame in SIDECAR_FRAMES:
+        source = np.asarray(SIDECAR_FRAMES[frame](atoms.cell.cellpar()), dtype=float)
+    elif isinstance(frame, dict) and set(frame) == {"cell"}:
+        source = np.asarray(frame["cell"], dtype=float)
+        if source.shape != (3, 3) or not np.all(np.isfinite(source)):
+            raise ValueError(f"{where}: 'cell' must be 3 finite lattice vectors (a 3x3 list), got {frame['cell']!r}")
+    else:
+        raise ValueError(f"{where}: expected one of {sorted(SIDECAR_FRAMES)} or {{'cell': 3x3 lattice vectors}}, "
+                         f"got {frame!r}")
+    u, _, vt = np.linalg.svd(source.T @ cell)
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+        raise ValueError(f"{where}: the cell of frame {frame!r} has the opposite handedness of the structure's")
+    mismatch = np.linalg.norm(source @ rotation - cell) / np.linalg.norm(cell)
+    if mismatch > _FRAME_TOLERANCE:
+        raise ValueError(f"{where}: the cell of frame {frame!r} is not a rotation of the structure's cell "
+                         f"(relative mismatch {mismatch:.2g}): lengths or angles differ")
+    return rotation
+
+
+def _rotate_targets(atoms, values: Dict[str, Any], rotation: np.ndarray, where: str) -> Dict[str, Any]:
+    """Forces and stress of ``values`` turned by ``rotation`` (rows: ``v @ R``, ``R^T sigma R``)."""
+    out = dict(values)
+    for name in _VECTOR_TARGETS:
+        if name in out:
+            array = np.asarray(out[name], dtype=float)
+            if array.ndim != 2 or array.shape[-1] != 3:
+                raise ValueError(f"{where}: {name!r} must be [num_atoms, 3], got shape {array.shape}")
+            out[name] = array @ rotation
+    for name in _TENSOR_TARGETS:
+        if name in out:
+            array = np.asarray(out[name], dtype=float)
+            if array.shape == (6,):
+                array = voigt_6_to_full_3x3_stress(array)
+            if array.shape != (3, 3):
+                raise ValueError(f"{where}: {name!r} must be 6 Voigt components or 3x3, got shape {array.shape}")
+            out[name] = rotation.T @ array @ rotation
+    return out
 
 
 # ---------------------------------------------------------------------- helpers
@@ -136,7 +227,7 @@ def _read_pymatgen_json(path: Path, where) -> List[Tuple[Any, str]]:
     return out
 
 
-def _attach_target_file(items, path: Path, where):
+def _attach_target_file(items, path: Path, where, frame_required: bool):
     if not path.is_file():
         raise FileNotFoundError(f"{where}.targets: file {str(path)!r} does not exist")
     try:
@@ -146,7 +237,19 @@ def _attach_target_file(items, path: Path, where):
     if not isinstance(table, list) or len(table) != len(items) or not all(isinstance(t, dict) for t in table):
         raise ValueError(f"{where}.targets: {str(path)!r} must be a JSON list of {len(items)} mappings "
                          f"(one per structure)")
-    for (atoms, _), values in zip(items, table):
+    for k, ((atoms, origin), values) in enumerate(zip(items, table)):
+        values = dict(values)
+        frame = values.pop("frame", None)
+        entry = f"{where}.targets[{k}] ({origin})"
+        oriented = [name for name in _VECTOR_TARGETS + _TENSOR_TARGETS if name in values]
+        if frame is not None:
+            values = _rotate_targets(atoms, values, frame_rotation(atoms, frame, f"{entry}.frame"), entry)
+        elif oriented and frame_required:
+            raise ValueError(f"{entry}: {oriented} next to a CIF file need a 'frame': a CIF stores only the "
+                             f"cell's lengths and angles, and tools orient it differently. Give "
+                             f"'frame': 'cartesian_ase' or 'cartesian_pymatgen' (the tool whose Cartesian "
+                             f"frame the values are in) or 'frame': {{'cell': [[...], [...], [...]]}} "
+                             f"(the lattice vectors in that frame)")
         attach_targets(atoms, values)
     return items
 
