@@ -58,6 +58,7 @@ def _warn(message: str) -> None:
 
 
 def _read_structures(path: str, option: str) -> list:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import ase.io
 
     if not os.path.exists(path):
@@ -70,6 +71,7 @@ def _read_structures(path: str, option: str) -> list:
 
 def _parent_of(atoms, symprec):
     """The ideal parent of a (possibly rattled) structure: a symprec scan unless ``symprec`` is given."""
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     from relaxed_e3nn.groups import parent_group_of
 
     found = parent_group_of(atoms, symprec=symprec)
@@ -85,6 +87,7 @@ def _within(spec, symprec):
     """The ``--within`` group (None when not given): a group name, else a structure file."""
     if spec is None:
         return None
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     from relaxed_e3nn.groups import point_group
 
     try:
@@ -105,6 +108,7 @@ def _contains(outer, inner) -> bool:
 
 def _check_within(within, spec, stored, structures) -> None:
     """Warn when ``--within`` disagrees with the stored parent or with the input structures."""
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     from relaxed_e3nn.symmetry import group_label
 
     how = ("pass the ideal structure in the data frame as --within FILE (its group is taken in the file's "
@@ -113,6 +117,7 @@ def _check_within(within, spec, stored, structures) -> None:
         _warn(f"--within {spec} ({group_label(within)}) disagrees with the parent stored in the model file "
               f"({group_label(stored)}); {how}")
     if structures:
+        # lazy: CLI startup time (--version / --help must not import torch, ase)
         from relaxed_e3nn.groups import parent_group_of
 
         found = parent_group_of(structures[0])
@@ -123,6 +128,7 @@ def _check_within(within, spec, stored, structures) -> None:
 
 
 def _equivariance(model, structures, group):
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     from relaxed_e3nn.symmetry import model_equivariance_error
 
     try:
@@ -133,6 +139,7 @@ def _equivariance(model, structures, group):
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import relaxed_e3nn
     from relaxed_e3nn.symmetry import SymmetryReport
 
@@ -155,6 +162,7 @@ def run(args) -> int:
         report.to_json(args.json)
         print(f"\nwrote {args.json}")
     if args.plot:
+        # lazy: CLI startup time (--version / --help must not import torch, ase)
         from relaxed_e3nn.symmetry import plot_signal
 
         root = os.path.splitext(args.plot)[0]

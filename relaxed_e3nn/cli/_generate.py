@@ -33,6 +33,7 @@ def _options_of(function):
 
 
 def _parse_options(tokens, function, name):
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import yaml
 
     known = _options_of(function)
@@ -53,6 +54,7 @@ def _parse_options(tokens, function, name):
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     from relaxed_e3nn.data.generators import GENERATORS
 
     if args.list:
@@ -80,6 +82,7 @@ def run(args) -> int:
         raise ValueError(f"generator {args.name!r} does not produce a list of ase.Atoms; "
                          "it cannot be written as extxyz")
 
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import ase.io
 
     from relaxed_e3nn._atomic import atomic_write

@@ -25,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import ase.io
 
     import relaxed_e3nn
