@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("nequip", reason="NequIP is not installed: pip install relaxed_e3nn[nequip]")
 
+from e3nn import get_optimization_defaults  # noqa: E402
 from hydra.utils import get_class, instantiate  # noqa: E402  (NequIP depends on hydra)
 from nequip.data import compute_neighborlist_, from_dict  # noqa: E402
 from nequip.model import NequIPGNNModel  # noqa: E402
@@ -127,9 +128,10 @@ def test_projected_thetas_make_the_model_exactly_equivariant():
 
 
 def test_builder_records_a_recipe_and_keeps_global_state():
-    default = torch.get_default_dtype()
+    default, e3nn_defaults = torch.get_default_dtype(), dict(get_optimization_defaults())
     model = relaxed_nequip_model(config(), irreps_relaxed=1, relax_at="edge")
     assert torch.get_default_dtype() == default
+    assert get_optimization_defaults()["jit_mode"] == e3nn_defaults["jit_mode"]  # NequIP leaves "script"
     recipe = recipe_of(model)
     assert recipe["host"] == "NequIP" and recipe["relax_at"] == "edge" and recipe["dtype"] == "float64"
     assert recipe["config"]["_target_"] == "nequip.model.NequIPGNNModel"
@@ -191,3 +193,20 @@ def test_bad_input():
     block = next(m for m in relax(plain_model(torch.float64)).modules() if isinstance(m, RelaxedNequIPInteraction))
     with pytest.raises(ValueError, match="edge_attr"):
         block.relax_edge_attr(torch.zeros(5, 4, dtype=torch.float64))
+
+
+@pytest.mark.slow
+def test_finetune_example_runs_in_its_quick_form(capsys):
+    import importlib.util  # the example is a script, not a module of the package
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "finetune_nequip.py"
+    spec = importlib.util.spec_from_file_location("finetune_nequip", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    default = torch.get_default_dtype()
+    assert module.main(["--quick"]) == 0
+    assert torch.get_default_dtype() == default
+    out = capsys.readouterr().out
+    assert "strict" in out and "relaxed" in out and "meV/Å" in out
+    assert "validated residual group:" in out

@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from e3nn import get_optimization_defaults, set_optimization_defaults
 
 from relaxed_e3nn._checks import DTYPES, RELAX_AT, dtype_name
 from relaxed_e3nn.nn._weights import irreps_relaxed_from
@@ -200,17 +201,22 @@ def relaxed_mace_model(kwargs, *, model_class: str = "mace.modules.MACE", irreps
 
 @contextmanager
 def preserved_global_state():
-    """Restore torch's default dtype and the torch, numpy and Python random states on exit.
+    """Restore torch's default dtype, e3nn's optimization defaults and the torch, numpy and Python
+    random states on exit.
 
-    Host packages set global state when they build models (NequIP seeds every generator and sets
-    the default dtype); building a model inside the package must not change the caller's.
+    Host packages set global state when they build models (NequIP seeds every generator, sets the
+    default dtype, and leaves e3nn's ``jit_mode`` at ``"script"``, after which e3nn modules built
+    later hold TorchScript functions that cannot be deep-copied); building a model inside the package
+    must not change the caller's.
     """
     dtype = torch.get_default_dtype()
+    e3nn_defaults = {k: v for k, v in get_optimization_defaults().items() if k != "jit_script_fx"}
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         try:
             yield
         finally:
             torch.set_default_dtype(dtype)
+            set_optimization_defaults(**e3nn_defaults)
             random.setstate(python_state)
             np.random.set_state(numpy_state)
