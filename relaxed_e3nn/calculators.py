@@ -113,10 +113,12 @@ class RelaxedCalculator(Calculator):
                 f"RelaxedCalculator: the atoms contain atomic numbers {unknown} that the model was not trained on "
                 f"(model species: {config.species})"
             )
-        periodic = bool(np.any(atoms.pbc)) and abs(float(np.linalg.det(atoms.cell[:]))) > 0.0
+        periodic = bool(np.all(atoms.pbc)) and abs(float(np.linalg.det(atoms.cell[:]))) > 0.0
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError(
-                "RelaxedCalculator: stress needs a periodic direction and a cell of non-zero volume"
+                "RelaxedCalculator: stress needs a cell periodic in all three directions with non-zero volume "
+                "(a slab's cell volume includes its vacuum; relaxed_e3nn.models.surface_stress_from_virial "
+                "gives its area-normalised 2-D stress)"
             )
         graph = from_ase(atoms, config.cutoff, node_features=list(config.node_features), dtype=self.dtype)
         graph = graph.to(device=self.device)

@@ -19,7 +19,7 @@ from relaxed_e3nn.models._io import (
     state_checksum,
 )
 from relaxed_e3nn.models._network import RelaxedNetwork
-from relaxed_e3nn.models._outputs import energy_forces_stress, stress_from_virial
+from relaxed_e3nn.models._outputs import energy_forces_stress, stress_from_virial, surface_stress_from_virial
 
 __all__ = [
     "RelaxedNetworkConfig",
@@ -31,6 +31,7 @@ __all__ = [
     "state_checksum",
     "energy_forces_stress",
     "stress_from_virial",
+    "surface_stress_from_virial",
     "FORMAT_VERSION",
     "METADATA_KEYS",
 ]

@@ -5,13 +5,29 @@ A network only has to say how its per-graph energy depends on the edge vectors,
 
 .. math::
     \mathbf F_i = -\frac{\partial E}{\partial \mathbf x_i}, \qquad
-    \sigma_b = \frac{1}{V_b}\,\frac{\partial E_b}{\partial \varepsilon_b}\Big|_{\varepsilon = 0},
+    W_b = \frac{\partial E_b}{\partial \varepsilon_b}\Big|_{\varepsilon = 0}, \qquad
+    \sigma_b = \frac{W_b}{V_b},
 
 with a symmetric strain :math:`\varepsilon_b` per graph acting on the edge vectors as
 :math:`\mathbf r_e \to \mathbf r_e (1 + \varepsilon_{b(e)})` (equivalent to straining positions
 and cell together, because edge vectors are differences of positions plus cell shifts). The sign
-is ASE's (positive stress = tensile). Graphs with no periodic direction or zero cell volume get a
-NaN stress.
+is ASE's (positive stress = tensile).
+
+Periodicity decides what a stress is:
+
+* periodic in all three directions (bulk): :math:`\sigma_b = W_b / V_b` in eV/Å³,
+  :math:`V_b = |\det C_b|`;
+* periodic in two directions (a slab, e.g. ``pbc = (True, True, False)``): the cell's volume
+  includes whatever vacuum was put along the third vector, so :math:`W_b / V_b` would depend on
+  that arbitrary choice. The ``"stress"`` of a slab is therefore NaN (excluded from losses and
+  metrics), and its physical counterpart is the area-normalised 2-D stress of
+  :func:`surface_stress_from_virial`,
+  :math:`\sigma^{2D}_b = P_b W_b P_b / A_b` in eV/Å², with :math:`A_b = |\mathbf a_1 \times \mathbf a_2|`
+  the area spanned by the two periodic cell vectors and :math:`P_b = 1 - \hat n \hat n^T` the
+  projector onto their plane;
+* fewer periodic directions (wires, molecules) or a zero volume: the stress is NaN.
+
+The virial :math:`W_b` itself is returned as ``"virial"`` (eV) alongside ``"stress"``.
 """
 import contextlib
 from typing import Callable, Dict
@@ -20,7 +36,7 @@ import torch
 
 from relaxed_e3nn.data import AtomicGraph
 
-__all__ = ["energy_forces_stress", "stress_from_virial"]
+__all__ = ["energy_forces_stress", "stress_from_virial", "surface_stress_from_virial"]
 
 
 def energy_forces_stress(
@@ -41,14 +57,16 @@ def energy_forces_stress(
         from the graph itself.
     graph : AtomicGraph
     compute_forces, compute_stress : bool
-        Also return ``"forces"`` ``[N, 3]`` and ``"stress"`` ``[B, 3, 3]`` (eV/Å³).
+        Also return ``"forces"`` ``[N, 3]``, and ``"stress"`` ``[B, 3, 3]`` (eV/Å³, NaN for
+        graphs that are not periodic in all three directions) with the ``"virial"``
+        ``[B, 3, 3]`` (eV) it is computed from.
     create_graph : bool
         Keep the derivatives differentiable (``True`` when training on forces or stress).
 
     Returns
     -------
     dict
-        ``"energy"`` ``[B]``, plus ``"forces"`` and ``"stress"`` when asked for. When the energy
+        ``"energy"`` ``[B]``, plus ``"forces"`` and ``"stress"`` / ``"virial"`` when asked for. When the energy
         does not depend on the positions (no edges, frozen weights) the derivatives are zeros.
     """
     derivatives = compute_forces or compute_stress
@@ -74,28 +92,69 @@ def energy_forces_stress(
     if compute_forces:
         result["forces"] = -grads[0]
     if compute_stress:
+        result["virial"] = grads[1]
         result["stress"] = stress_from_virial(graph, grads[1])
     return result
 
 
 def stress_from_virial(graph: AtomicGraph, virial: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sigma_b = W_b / V_b` with :math:`W_b = \partial E_b/\partial\varepsilon_b`; NaN where undefined.
+    r""":math:`\sigma_b = W_b / V_b` (eV/Å³) for bulk graphs; NaN for slabs, wires and molecules.
 
     Parameters
     ----------
     graph : AtomicGraph
         Supplies the cells ``[B, 3, 3]`` and periodicity ``[B, 3]``.
     virial : torch.Tensor
-        ``[B, 3, 3]`` derivative of each graph's energy with respect to its strain.
+        ``[B, 3, 3]`` derivative of each graph's energy with respect to its strain (eV).
 
     Returns
     -------
     torch.Tensor
-        ``[B, 3, 3]``; NaN for graphs without a periodic direction or with zero cell volume.
+        ``[B, 3, 3]``; NaN for graphs that are not periodic in all three directions (a slab's
+        cell volume includes its vacuum: see :func:`surface_stress_from_virial`) or have zero
+        cell volume.
     """
     cell = graph.cell.to(virial.dtype)
     volume = torch.linalg.det(cell).abs()
-    periodic = graph.pbc.to(torch.bool).any(dim=1) & (volume > 0)
-    safe = torch.where(periodic, volume, torch.ones_like(volume))
+    bulk = graph.pbc.to(torch.bool).all(dim=1) & (volume > 0)
+    safe = torch.where(bulk, volume, torch.ones_like(volume))
     stress = virial / safe[:, None, None]
-    return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
+    return torch.where(bulk[:, None, None], stress, torch.full_like(stress, float("nan")))
+
+
+def surface_stress_from_virial(graph: AtomicGraph, virial: torch.Tensor) -> torch.Tensor:
+    r"""Area-normalised 2-D stress of slabs, :math:`\sigma^{2D}_b = P_b W_b P_b / A_b` (eV/Å²).
+
+    For a graph periodic along exactly two cell vectors :math:`\mathbf a_1, \mathbf a_2`,
+    :math:`A_b = |\mathbf a_1 \times \mathbf a_2|`, :math:`\hat n = (\mathbf a_1 \times \mathbf a_2) / A_b`
+    and :math:`P_b = 1 - \hat n \hat n^T` keeps the in-plane (periodic) components. It does not
+    depend on the vacuum along the third vector; multiplied by a slab thickness it gives the
+    3-D stress of that thickness.
+
+    Parameters
+    ----------
+    graph : AtomicGraph
+        Supplies the cells ``[B, 3, 3]`` and periodicity ``[B, 3]``.
+    virial : torch.Tensor
+        ``[B, 3, 3]`` (eV), the ``"virial"`` of :func:`energy_forces_stress`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, 3, 3]`` in eV/Å² (zero along the normal); NaN for graphs that are not periodic in
+        exactly two directions or whose periodic vectors span no area.
+    """
+    cell = graph.cell.to(virial.dtype)
+    pbc = graph.pbc.to(torch.bool)
+    slab = pbc.sum(dim=1) == 2
+    # the two periodic vectors of each slab (for other graphs any two rows: masked below)
+    order = torch.argsort((~pbc).to(torch.int8), dim=1, stable=True)[:, :2]
+    vectors = torch.gather(cell, 1, order[:, :, None].expand(-1, -1, 3))
+    normal = torch.linalg.cross(vectors[:, 0], vectors[:, 1])
+    area = normal.norm(dim=1)
+    slab = slab & (area > 0)
+    safe = torch.where(slab, area, torch.ones_like(area))
+    unit = normal / safe[:, None]
+    projector = torch.eye(3, dtype=virial.dtype, device=virial.device) - unit[:, :, None] * unit[:, None, :]
+    stress = projector @ virial @ projector / safe[:, None, None]
+    return torch.where(slab[:, None, None], stress, torch.full_like(stress, float("nan")))

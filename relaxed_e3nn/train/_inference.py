@@ -61,7 +61,7 @@ def predict(model, atoms_list: Sequence, *, batch_size: int = 16, compute_forces
     """Copies of ``atoms_list`` carrying the model's predictions.
 
     An energy model attaches a ``SinglePointCalculator`` with ``energy`` and ``forces`` (and
-    ``stress`` for periodic structures when ``compute_stress``), which ase's extxyz writer
+    ``stress`` for structures periodic in all three directions when ``compute_stress``), which ase's extxyz writer
     stores as the usual ``energy=`` / ``forces`` fields. A node model stores
     ``arrays["node_output"]`` (``[N, d]``), a graph model ``info["graph_output"]``.
     """
@@ -91,7 +91,7 @@ def predict(model, atoms_list: Sequence, *, batch_size: int = 16, compute_forces
                     values = {"energy": float(out["energy"][k])}
                     if forces:
                         values["forces"] = out["forces"][a:b]
-                    if stress and bool(np.any(atoms.pbc)):
+                    if stress and bool(np.all(atoms.pbc)):  # bulk only: a slab's volume holds vacuum
                         values["stress"] = full_3x3_to_voigt_6_stress(out["stress"][k])
                     copy.calc = SinglePointCalculator(copy, **values)
                 elif output_kind == "node":
