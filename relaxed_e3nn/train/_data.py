@@ -1,27 +1,35 @@
-"""Data preparation for training: read the sources, build graphs, choose the targets, split, shuffle."""
-from dataclasses import dataclass
-from typing import Any, Dict, List
+"""Data preparation for training: read the sources, build graphs, choose the targets, split, shuffle.
 
-import numpy as np
+Structures of one orbit (the same ``info["orbit_id"]``: a sample and its symmetry images) are
+never separated: the split (:func:`make_split`) and the mini-batches (:func:`epoch_batches`) keep
+them whole (:func:`relaxed_e3nn.data.orbit_split`, :func:`relaxed_e3nn.data.orbit_batches`).
+Without orbit ids both are exactly the plain random split and shuffle.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
 import torch
 from e3nn import o3
 
-from relaxed_e3nn.data import from_ase
+from relaxed_e3nn.data import from_ase, orbit_batches, orbit_ids_of, orbit_split, symmetrize
 from relaxed_e3nn.train._config import DataConfig, TrainConfig
 from relaxed_e3nn.train._sources import read_atoms
+from relaxed_e3nn.train._symmetry import group_from_config
 from relaxed_e3nn.train._targets import TargetSpec, select_targets
 
-__all__ = ["Sets", "load_sets", "training_targets", "make_split", "apply_split", "epoch_permutation"]
+__all__ = ["Sets", "load_sets", "training_targets", "make_split", "apply_split", "epoch_permutation",
+           "epoch_batches", "train_orbit_ids"]
 
 _SET_NAMES = ("train", "val", "test")
 
 
 @dataclass
 class Sets:
-    """Graphs of each data source (``train``, ``val``, ``test``) and a name for each graph."""
+    """Graphs of each data source (``train``, ``val``, ``test``), a name and the ase structure of each."""
 
     graphs: Dict[str, list]
     origins: Dict[str, List[str]]
+    atoms: Optional[Dict[str, list]] = None
 
     def every(self):
         """``(graphs, origins)`` of all sources together."""
@@ -34,6 +42,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Order of the training structures in ``epoch``: a function of ``(seed, epoch)`` only."""
     generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**63))
     return torch.randperm(n, generator=generator)
+
+
+def epoch_batches(orbit_ids: Sequence, batch_size: int, seed: int, epoch: int) -> List[List[int]]:
+    """Mini-batches of ``epoch`` (indices into the training set): whole orbits, about ``batch_size``
+    structures each (rounded to whole orbits); without orbit ids, :func:`epoch_permutation` cut
+    into chunks of ``batch_size``."""
+    return orbit_batches(orbit_ids, batch_size, seed=seed, epoch=epoch)
 
 
 def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) -> Sets:
@@ -51,6 +66,11 @@ def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) 
                                                           where=f"data.{name}")
         if source is not None and not raw[name]:
             raise ValueError(f"data.{name}: the source holds no structures")
+    group = group_from_config(d.symmetrize, "data.symmetrize")
+    if group is not None and raw["train"]:
+        images = symmetrize([atoms for atoms, _ in raw["train"]], group)
+        order = len(images) // len(raw["train"])
+        raw["train"] = [(atoms, f"{raw['train'][k // order][1]} image {k % order}") for k, atoms in enumerate(images)]
     present = sorted({int(z) for items in raw.values() for atoms, _ in items for z in atoms.numbers})
     if model_dict.get("species") is None:
         model_dict["species"] = present
@@ -74,7 +94,7 @@ def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) 
                 raise ValueError(f"data.{name}: {origin}: {err}") from None
             graphs[name].append(graph)
         origins[name] = [origin for _, origin in items]
-    return Sets(graphs, origins)
+    return Sets(graphs, origins, {name: [atoms for atoms, _ in items] for name, items in raw.items()})
 
 
 def _check_output_targets(output: str, d: DataConfig) -> None:
@@ -103,22 +123,33 @@ def training_targets(cfg: TrainConfig, model_dict: Dict[str, Any], sets: Sets) -
     return spec
 
 
-def make_split(n: int, d: DataConfig, seed: int) -> Dict[str, Any]:
-    """Indices of ``data.train`` held out for validation and testing (when no file is given for them)."""
+def make_split(n: int, d: DataConfig, seed: int, *, orbit_ids: Optional[Sequence] = None,
+               selection_fraction: float = 0.0) -> Dict[str, Any]:
+    """Indices of ``data.train`` held out for validation, testing and the symmetry decision.
+
+    The parts are drawn in that order from one seeded permutation of the orbits (whole orbits,
+    :func:`relaxed_e3nn.data.orbit_split`; single structures without ``orbit_ids``); ``val`` /
+    ``test`` are empty when given as files. A ``selection`` entry (``selection_fraction`` of the
+    structures, see :mod:`relaxed_e3nn.train._symmetry`) is present only when asked for.
+    """
     if n == 0:
         raise ValueError("data.train holds no structures")
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    n_val = 0 if d.val is not None else int(round(d.val_fraction * n))
-    n_test = 0 if d.test is not None else int(round(d.test_fraction * n))
-    if d.val is None and d.val_fraction > 0:
-        n_val = max(1, n_val)
-    if d.test is None and d.test_fraction > 0:
-        n_test = max(1, n_test)
-    if n_val + n_test >= n:
-        raise ValueError(f"data: {n} structures are too few to hold out {n_val} for validation and "
-                         f"{n_test} for testing")
-    return {"n": n, "val": sorted(order[:n_val]), "test": sorted(order[n_val:n_val + n_test]),
-            "train": sorted(order[n_val + n_test:])}
+    ids = list(orbit_ids) if orbit_ids is not None else [None] * n
+    fractions = [0.0 if d.val is not None else d.val_fraction, 0.0 if d.test is not None else d.test_fraction,
+                 selection_fraction]
+    try:
+        val, test, selection, train = orbit_split(ids, fractions, seed=seed)
+    except ValueError:
+        train = []
+    if not train:
+        wanted = [max(1, int(round(f * n))) if f > 0 else 0 for f in fractions]
+        raise ValueError(f"data: {n} structures are too few to hold out {wanted[0]} for validation, "
+                         f"{wanted[1]} for testing" + (f" and {wanted[2]} for the symmetry decision"
+                                                       if selection_fraction > 0 else ""))
+    split = {"n": n, "val": val, "test": test, "train": train}
+    if selection_fraction > 0:
+        split["selection"] = selection
+    return split
 
 
 def apply_split(sets: Sets, split: Dict[str, Any], d: DataConfig):
@@ -134,3 +165,9 @@ def apply_split(sets: Sets, split: Dict[str, Any], d: DataConfig):
     val = sets.graphs["val"] if d.val is not None else pick(split["val"])
     test = sets.graphs["test"] if d.test is not None else pick(split["test"])
     return pick(split["train"]), val, test
+
+
+def train_orbit_ids(sets: Sets, indices: Sequence[int]) -> List[Any]:
+    """``info["orbit_id"]`` (or ``None``) of the ``data.train`` structures at ``indices``."""
+    ids = orbit_ids_of(sets.atoms["train"]) if sets.atoms else [None] * len(sets.graphs["train"])
+    return [ids[i] for i in indices]

@@ -23,7 +23,9 @@ from relaxed_e3nn.nn import make_optimizer
 from relaxed_e3nn.train import _dynamics
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from relaxed_e3nn.train._config import DynamicsConfig, TrainConfig
-from relaxed_e3nn.train._data import apply_split, epoch_permutation, load_sets, make_split, training_targets
+from relaxed_e3nn.train import _symmetry
+from relaxed_e3nn.train._data import (apply_split, epoch_batches, load_sets, make_split, train_orbit_ids,
+                                      training_targets)
 from relaxed_e3nn.train._distributed import DistributedContext, setup_distributed
 from relaxed_e3nn.train._ema import ExponentialMovingAverage
 from relaxed_e3nn.train._evaluation import evaluate_sharded
@@ -38,13 +40,20 @@ __all__ = ["train", "CHECKPOINT_NAME", "MODEL_NAME"]
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 # config keys that may change when a run is resumed
-_RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device", "patience", "output_dir")
+_RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device", "patience", "output_dir", "symmetry.margin",
+                      "symmetry.finetune_steps")
 # model state set by fits, not by the optimizer: not averaged by the EMA
 _FITTED_STATE = ("atomic_energies", "scale")
 
 
 def train(config: Union[TrainConfig, DynamicsConfig, Dict[str, Any]]) -> TrainResult:
     """Train a :class:`~relaxed_e3nn.models.RelaxedNetwork` as ``config`` describes.
+
+    A relaxed model's symmetry breaking is validated after training (``symmetry.validate``, on by
+    default; :mod:`relaxed_e3nn.train._symmetry`): a held-out selection split decides which
+    breaking is real, the model is projected onto the validated group before the test metrics are
+    computed and it is saved, and ``symmetry.json`` / ``symmetry.txt`` record the evidence.
+    Structures of one orbit (``info["orbit_id"]``) stay together in every split and mini-batch.
 
     Writes ``output_dir/checkpoint.pt`` after every epoch (atomically), ``metrics.csv`` and
     ``metrics.json`` (:func:`~relaxed_e3nn.train.metrics_summary`: per-epoch history, best
@@ -104,12 +113,18 @@ class _Trainer:
         sets = load_sets(cfg, model_dict, self.dtype)
         self.spec = training_targets(cfg, model_dict, sets)
         self.fit_spec = self.spec.fitted()
-        self.split = checkpoint["split"] if checkpoint is not None else make_split(len(sets.graphs["train"]),
-                                                                                   cfg.data, cfg.seed)
+        self.relaxed = bool(model_dict.get("relaxed", True))
+        self.validating = self.relaxed and cfg.symmetry.validate
+        n = len(sets.graphs["train"])
+        self.split = checkpoint["split"] if checkpoint is not None else make_split(
+            n, cfg.data, cfg.seed, orbit_ids=train_orbit_ids(sets, range(n)),
+            selection_fraction=cfg.symmetry.fraction if self.validating else 0.0)
         self.train_set, self.val_set, self.test_set = apply_split(sets, self.split, cfg.data)
         if not self.train_set:
             raise ValueError("data: the training set is empty after the split; add structures or lower "
                              "data.val_fraction / data.test_fraction")
+        self.train_orbits = train_orbit_ids(sets, self.split["train"])
+        self._prepare_symmetry(sets)
         # fitted shifts follow the network: fitted at the start, refitted after every epoch
         self.refit_shifts = (self.spec.output == "energy" and cfg.fit_atomic_energies
                              and model_dict.get("atomic_energies") is None and "energy" in self.spec.names)
@@ -163,6 +178,7 @@ class _Trainer:
             model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
             model = model.to(device=self.ctx.device)
             initialise_output(model, self.train_set, self.spec, fit_scale=fit_scale, fit_shifts=self.refit_shifts)
+            _symmetry.impose(model, self.imposed)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
         return model
@@ -176,16 +192,34 @@ class _Trainer:
                 f"that run or choose another output_dir"
             )
         checkpoint = load_checkpoint(self.checkpoint_path)
-        stored = _flatten(checkpoint["config"])
+        stored = _flatten(TrainConfig.from_dict(checkpoint["config"]).to_dict())  # keys added since: defaults
         current = _flatten(self.cfg.to_dict())
         changed = sorted(k for k in set(stored) | set(current)
-                         if k.split(".")[0] not in _RESUMABLE_CHANGES and stored.get(k) != current.get(k))
+                         if k.split(".")[0] not in _RESUMABLE_CHANGES and k not in _RESUMABLE_CHANGES
+                         and stored.get(k) != current.get(k))
         if changed:
             raise ValueError(
                 f"--resume: the config differs from the checkpoint's in {changed}; only "
                 f"{list(_RESUMABLE_CHANGES)} may change when resuming"
             )
         return checkpoint
+
+    def _prepare_symmetry(self, sets) -> None:
+        """Resolve and check the parent group and the imposed group (relaxed models only)."""
+        cfg = self.cfg.symmetry
+        self.parent = self.imposed = None
+        if not self.relaxed:
+            return
+        self.imposed = _symmetry.group_from_config(cfg.impose, "symmetry.impose")
+        train_atoms = [sets.atoms["train"][i] for i in self.split["train"]]
+        self.parent = _symmetry.resolve_parent(cfg.within, train_atoms, cfg.parent_tol)
+        self._log(self.parent.summary())
+        if self.imposed is not None:
+            self._log(f"imposed symmetry {self.imposed.schoenflies}: θ projected onto its invariant subspace "
+                      f"at initialisation and after every optimizer step")
+        self.selection_set = [sets.graphs["train"][i] for i in self.split.get("selection", [])]
+        self.selection_blocks = _symmetry.block_ids([a.info for a in sets.atoms["train"]],
+                                                    self.split.get("selection", []), len(sets.atoms["train"]))
 
     def _make_scheduler(self):
         o = self.cfg.optim
@@ -250,8 +284,7 @@ class _Trainer:
         """One pass over the training set in the order of :func:`epoch_permutation`; the mean step loss."""
         cfg, ctx = self.cfg, self.ctx
         self.model.train()
-        order = epoch_permutation(len(self.train_set), cfg.seed, epoch).tolist()
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        batches = epoch_batches(self.train_orbits, cfg.batch_size, cfg.seed, epoch)
         bar = progress_bar(len(batches), f"epoch {epoch + 1}/{cfg.epochs}", self._show_progress())
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for batch in batches:
@@ -269,6 +302,7 @@ class _Trainer:
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
+            _symmetry.impose(self.model, self.imposed)  # projected update: θ stays in V_H
             if self.ema is not None:
                 self.ema.update(self.model)
             loss_sum += step_loss
@@ -336,15 +370,17 @@ class _Trainer:
             save_checkpoint(self.checkpoint_path, state)
         self.ctx.barrier()
 
-    def _summary(self, test, model_path=None) -> Dict[str, Any]:
+    def _summary(self, test, model_path=None, symmetry=None) -> Dict[str, Any]:
         units = ENERGY_UNITS if self.spec.output == "energy" else {}
         extra = {} if model_path is None else {"model": str(model_path)}  # "model": schema-1 name of model_path
+        if symmetry is not None:
+            extra["symmetry"] = symmetry
         return metrics_summary(task=self.spec.output, history=self.history, best_epoch=self.best_epoch,
                                best_val_loss=self.best_val, stopped_early=self.stopped_early, test=test,
                                units=units, model_path=model_path, **extra)
 
-    def _write_metrics(self, test, model_path=None) -> Dict[str, Any]:
-        summary = self._summary(test, model_path)
+    def _write_metrics(self, test, model_path=None, symmetry=None) -> Dict[str, Any]:
+        summary = self._summary(test, model_path, symmetry)
         write_history_csv(self.out / "metrics.csv", self.history)
         write_metrics(self.out / "metrics.json", summary)
         return summary
@@ -355,13 +391,16 @@ class _Trainer:
         elif self.ema is not None:
             self.ema.copy_to(self.model)
         self.model.eval()
+        record = self._decide_symmetry() if self.relaxed else None
         test_metrics = self._evaluate(self.test_set) if self.test_set else None
         if test_metrics is not None:
             self._log("test " + " ".join(f"{k} {v:.5g}" for k, v in test_metrics.items()))
-        summary = self._summary(test_metrics, self.model_path)
+        summary = self._summary(test_metrics, self.model_path, record)
+        if record is not None:
+            self.model.metadata = {**(getattr(self.model, "metadata", None) or {}), "symmetry": record}
         if self.ctx.is_main:
             save(self.model, self.model_path)
-            self._write_metrics(test_metrics, self.model_path)
+            self._write_metrics(test_metrics, self.model_path, record)
             plot_history(self.history, self.out / "loss_curve.png")
             write_config(self.out / "config.yaml", self.cfg.to_dict())
         self.ctx.barrier()
@@ -369,6 +408,44 @@ class _Trainer:
                            best_val_loss=self.best_val, test_metrics=test_metrics,
                            stopped_early=self.stopped_early, output_dir=self.out,
                            model_path=self.model_path, checkpoint_path=self.checkpoint_path, metrics=summary)
+
+
+    def _decide_symmetry(self) -> Dict[str, Any]:
+        """Validated breaking on the selection split, then the projection (see ``_symmetry``); the record."""
+        cfg = self.cfg.symmetry
+        decision, test_before, note = None, None, None
+        if self.validating and not self.selection_set:
+            note = "validation skipped: the selection split is empty"
+        elif self.validating:
+            start = time.perf_counter()
+            if self.test_set:
+                test_before = self._evaluate(self.test_set)
+            o = self.cfg.optim
+            ratio = float(self.optimizer.param_groups[0]["lr"]) / o.lr
+
+            def factory(model):
+                return make_optimizer(model, o.lr * ratio, name=o.name, weight_decay=o.weight_decay,
+                                      theta_lr=None if o.theta_lr is None else o.theta_lr * ratio,
+                                      theta_optimizer=o.theta_optimizer, theta_penalty=o.theta_penalty)
+
+            batches = [[self.train_set[i] for i in b]
+                       for b in epoch_batches(self.train_orbits, self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)]
+            decision = _symmetry.validate_trained(
+                self.model, spec=self.fit_spec, train_batches=batches, heldout=self.selection_set,
+                blocks=self.selection_blocks, parent=self.imposed or self.parent.group, margin=cfg.margin,
+                finetune_steps=_symmetry.finetune_budget(cfg.finetune_steps, len(self.history) * len(batches)),
+                optimizer_factory=factory,
+                eval_batch_size=self._eval_batch_size(), device=self.ctx.device, seed=self.cfg.seed)
+            decision.apply(self.model)
+            note = f"validation took {time.perf_counter() - start:.3g} s"
+            self._log(decision.summary())
+            self._log(decision.table())
+        record = _symmetry.symmetry_record(self.parent, model=self.model, decision=decision, imposed=self.imposed,
+                                           test_before=test_before, note=note)
+        if self.ctx.is_main and (decision is not None or self.imposed is not None):
+            _symmetry.write_symmetry_files(self.out, record,
+                                           _symmetry.symmetry_text(self.parent, decision, self.imposed, note))
+        return record
 
 
 def _add_counts(rows) -> Dict[str, int]:
@@ -389,7 +466,7 @@ def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k in ("data", "optim", "model", "loss"):
+        if isinstance(v, dict) and v and k in ("data", "optim", "model", "loss", "symmetry"):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v

@@ -20,8 +20,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-__all__ = ["TargetSpec", "select_targets", "target_sums", "loss_from_sums", "metrics_from_sums", "sum_counts",
-           "ENERGY_TARGETS", "DEFAULT_LOSS_WEIGHTS"]
+__all__ = ["TargetSpec", "select_targets", "target_sums", "loss_from_sums", "structure_losses", "metrics_from_sums",
+           "sum_counts", "ENERGY_TARGETS", "DEFAULT_LOSS_WEIGHTS"]
 
 #: the targets of an energy model, and where a graph holds them
 ENERGY_TARGETS = {"energy": "graph_targets", "forces": "node_targets", "stress": "graph_targets"}
@@ -178,37 +178,74 @@ def _target_widths(output, names, graphs, origins, where) -> Dict[str, int]:
     return widths
 
 
+def _target_errors(spec: TargetSpec, output: Dict[str, torch.Tensor], graph):
+    """``(name, error, owner)`` per target: the error rows and the structure each row belongs to.
+
+    Energy rows are per-atom energy errors (one per structure), force and node-target rows one per
+    atom, stress rows one per periodic structure, graph-target rows one per structure.
+    """
+    rows = []
+    if spec.output == "energy":
+        n_atoms = torch.bincount(graph.batch, minlength=graph.num_graphs).to(output["energy"].dtype)
+        structures = torch.arange(graph.num_graphs, device=graph.batch.device)
+        for name in spec.names:
+            if name == "energy":
+                rows.append((name, (output["energy"] - graph.graph_targets["energy"].reshape(-1)) / n_atoms,
+                             structures))
+            elif name == "forces":
+                rows.append((name, output["forces"] - graph.node_targets["forces"], graph.batch))
+            elif name == "stress":
+                periodic = graph.pbc.any(dim=1)
+                rows.append((name, (output["stress"] - graph.graph_targets["stress"])[periodic], structures[periodic]))
+        return rows
+    key = "node_output" if spec.output == "node" else "graph_output"
+    prediction = output[key]
+    owner = graph.batch if spec.output == "node" else torch.arange(graph.num_graphs, device=graph.batch.device)
+    start = 0
+    for name in spec.names:
+        width = spec.widths[name]
+        source = graph.node_targets if spec.output == "node" else graph.graph_targets
+        target = source[name].reshape(prediction.shape[0], -1).to(prediction.dtype)
+        rows.append((name, prediction[:, start:start + width] - target, owner))
+        start += width
+    return rows
+
+
+def structure_losses(spec: TargetSpec, output: Dict[str, torch.Tensor], graph) -> torch.Tensor:
+    r"""The loss of every structure of a batch on its own, ``[num_graphs]`` (differentiable).
+
+    .. math::
+        \mathcal L(s) = \sum_t w_t \, \frac{\sum_{c \in s} (\hat y_c - y_c)^2}{n_t(s)},
+
+    the training loss of the module notes with :math:`S = \{s\}` (a target a structure does not
+    carry, e.g. stress of a molecule, contributes nothing to it).
+    """
+    losses = None
+    for name, error, owner in _target_errors(spec, output, graph):
+        weight = spec.weights.get(name, 0.0)
+        if weight == 0.0:
+            continue
+        flat = error.reshape(error.shape[0], -1)
+        sq = torch.zeros(graph.num_graphs, dtype=flat.dtype, device=flat.device).index_add_(
+            0, owner, flat.pow(2).sum(dim=1))
+        count = torch.zeros(graph.num_graphs, dtype=flat.dtype, device=flat.device).index_add_(
+            0, owner, torch.full_like(flat[:, 0], float(flat.shape[1])))
+        term = weight * sq / count.clamp(min=1)
+        losses = term if losses is None else losses + term
+    if losses is None:
+        raise ValueError("structure_losses: every target has loss weight 0")
+    return losses
+
+
 def target_sums(spec: TargetSpec, output: Dict[str, torch.Tensor], graph) -> Dict[str, Dict[str, torch.Tensor]]:
     """Sums of squared (differentiable) and absolute errors of every target for one batch."""
     sums = {}
-
-    def add(name, error):
+    for name, error, _ in _target_errors(spec, output, graph):
         sums[name] = {"sq": error.pow(2).sum(), "abs": error.detach().abs().sum()}
         if name == "energy":
+            n_atoms = torch.bincount(graph.batch, minlength=graph.num_graphs).to(error.dtype)
             sums["energy_total"] = {"sq": (error.detach() * n_atoms).pow(2).sum(),
                                     "abs": (error.detach() * n_atoms).abs().sum()}
-
-    if spec.output == "energy":
-        n_atoms = torch.bincount(graph.batch, minlength=graph.num_graphs).to(output["energy"].dtype)
-        for name in spec.names:
-            if name == "energy":
-                add(name, (output["energy"] - graph.graph_targets["energy"].reshape(-1)) / n_atoms)
-            elif name == "forces":
-                add(name, output["forces"] - graph.node_targets["forces"])
-            elif name == "stress":
-                periodic = graph.pbc.any(dim=1)
-                add(name, (output["stress"] - graph.graph_targets["stress"])[periodic])
-    else:
-        key = "node_output" if spec.output == "node" else "graph_output"
-        prediction = output[key]
-        rows = prediction.shape[0]
-        start = 0
-        for name in spec.names:
-            width = spec.widths[name]
-            source = graph.node_targets if spec.output == "node" else graph.graph_targets
-            target = source[name].reshape(rows, -1).to(prediction.dtype)
-            add(name, prediction[:, start:start + width] - target)
-            start += width
     return sums
 
 
