@@ -346,13 +346,15 @@ class RelaxedNetwork(torch.nn.Module):
             Also return ``"stress"``
             :math:`= \frac{1}{V}\,\partial E/\partial\varepsilon` (``[B, 3, 3]``, eV/Å³, ASE sign
             convention), differentiating with respect to a symmetric strain
-            :math:`\mathbf{x} \to (1+\varepsilon)\mathbf{x}`, cell likewise. Graphs without a
-            periodic direction or with zero cell volume get NaN.
+            :math:`\mathbf{x} \to (1+\varepsilon)\mathbf{x}`, cell likewise, with the
+            ``"virial"`` it comes from. Graphs not periodic in all three directions (slabs:
+            see :func:`~relaxed_e3nn.models.surface_stress_from_virial`) or with zero cell
+            volume get NaN.
 
         Returns
         -------
         dict
-            ``"energy"`` ``[B]`` (and ``"forces"`` ``[N, 3]``, ``"stress"`` ``[B, 3, 3]``) for
+            ``"energy"`` ``[B]`` (and ``"forces"`` ``[N, 3]``, ``"stress"``, ``"virial"`` ``[B, 3, 3]``) for
             ``output="energy"``; ``"node_output"`` ``[N, d]`` for ``"node"``;
             ``"graph_output"`` ``[B, d]`` for ``"graph"``.
 
