@@ -7,9 +7,12 @@ an O(3) element ``g`` (float64 ``[3, 3]``): ``E(g x) = E(x)`` and ``F(g x) = F(x
 import torch
 from e3nn import o3
 
-from relaxed_e3nn.nn import relaxed_parameters
+from _geometry import random_orthogonal
+from _tolerance import tolerance
+from relaxed_e3nn.nn import relaxed_parameters, rotate
 
-__all__ = ["cluster", "symmetry_error", "set_random_thetas_", "set_polar_thetas_", "random_axis"]
+__all__ = ["cluster", "symmetry_error", "set_random_thetas_", "set_polar_thetas_", "random_axis",
+           "assert_jointly_equivariant"]
 
 
 def cluster(num_atoms=8, seed=0, spacing=1.6) -> torch.Tensor:
@@ -29,10 +32,14 @@ def random_axis(seed=0) -> torch.Tensor:
     return axis / axis.norm()
 
 
-def symmetry_error(energy_forces, model, pos: torch.Tensor, g: torch.Tensor) -> float:
-    """Largest relative error of ``E(g x) = E(x)`` and ``F(g x) = F(x) gᵀ`` (float64 comparison)."""
+def symmetry_error(energy_forces, model, pos: torch.Tensor, g: torch.Tensor, model_on_image=None) -> float:
+    """Largest relative error of ``E(g x) = E(x)`` and ``F(g x) = F(x) gᵀ`` (float64 comparison).
+
+    ``model_on_image`` (default ``model``) is evaluated on ``g x``: ``rotate(model, g)`` checks joint
+    equivariance, ``model`` itself the symmetry of a fixed θ.
+    """
     energy, forces = energy_forces(model, pos)
-    energy_g, forces_g = energy_forces(model, pos @ g.T)
+    energy_g, forces_g = energy_forces(model if model_on_image is None else model_on_image, pos @ g.T)
     energy, forces = energy.detach().double(), forces.detach().double()
     energy_error = (energy_g.detach().double() - energy).abs().max() / energy.abs().max().clamp(min=1e-30)
     forces_error = (forces_g.detach().double() - forces @ g.T).abs().max() / forces.abs().max().clamp(min=1e-30)
@@ -62,3 +69,14 @@ def set_polar_thetas_(model, axis: torch.Tensor, strength=0.7) -> None:
             elif mul_ir.ir == o3.Irrep("1o"):
                 values[sl] = strength * axis
         theta.copy_(values.to(theta.dtype))
+
+
+def assert_jointly_equivariant(energy_forces, model, dtype, seed=0) -> None:
+    """Random θ, random O(3) elements g: ``rotate(model, g)`` on ``g x`` matches, ``model`` on ``g x`` does not."""
+    set_random_thetas_(model, seed=seed)
+    pos = cluster(seed=seed + 1)
+    elements = random_orthogonal(4, seed=seed + 2)
+    for g in elements:
+        assert symmetry_error(energy_forces, model, pos, g, rotate(model, g)) <= tolerance(dtype, "rel")
+    # negative control: without rotating θ the same elements are broken
+    assert min(symmetry_error(energy_forces, model, pos, g) for g in elements[1:]) > 1e-3

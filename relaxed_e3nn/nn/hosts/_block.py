@@ -99,7 +99,7 @@ class RelaxedHostBlock(torch.nn.Module):
         return self.relax_at in ("node", "both")
 
     def edge_matrix(self, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
-        r"""The matrix applied to the host's harmonics: :math:`M(\theta)`, or :math:`P M(\theta) P` for reversed edges."""
+        r"""The matrix applied to the host's harmonics: :math:`M(\theta)`, or :math:`P M(\theta) P` (reversed edges)."""
         theta = self.theta() if theta is None else theta
         matrix = self.edge_relaxation(theta)
         if self.reversed_edges:

@@ -75,7 +75,8 @@ def relaxed_nequip_model(model, *, irreps_relaxed=2, relax_at: str = "both") -> 
     builder = resolve_name(config["_target_"], ALLOWED_TARGETS, "relaxed_nequip_model: model['_target_']")
     model_dtype = config.get("model_dtype")
     if model_dtype not in DTYPES:
-        raise ValueError(f"relaxed_nequip_model: model['model_dtype'] must be one of {list(DTYPES)}, got {model_dtype!r}")
+        raise ValueError(f"relaxed_nequip_model: model['model_dtype'] must be one of {list(DTYPES)}, "
+                         f"got {model_dtype!r}")
     irreps_relaxed = irreps_relaxed_from(irreps_relaxed, "irreps_relaxed")
     recipe = make_recipe("NequIP", config, irreps_relaxed, relax_at, DTYPES[model_dtype])
     kwargs = {k: v for k, v in config.items() if k != "_target_"}
