@@ -113,7 +113,7 @@ class SymmetryConfig:
         subspace at initialisation and after every optimizer step.
     finetune_steps : int, optional
         Equal fine-tune budget (optimizer steps) of every candidate and of the unconstrained model;
-        default 2% of the run's optimizer steps, between 2 and 20 (the decision then costs at most
+        default 2% of the run's optimizer steps, between 10 and 20 (the decision then costs at most
         about a fifth of the training time).
     fraction : float
         Share of ``data.train`` held out as the selection split of the decision (never trained on,

@@ -413,7 +413,7 @@ class _Trainer:
     def _decide_symmetry(self) -> Dict[str, Any]:
         """Validated breaking on the selection split, then the projection (see ``_symmetry``); the record."""
         cfg = self.cfg.symmetry
-        decision, test_before, note = None, None, None
+        decision, test_before, note, elapsed = None, None, None, None
         if self.validating and not self.selection_set:
             note = "validation skipped: the selection split is empty"
         elif self.validating:
@@ -437,11 +437,11 @@ class _Trainer:
                 optimizer_factory=factory,
                 eval_batch_size=self._eval_batch_size(), device=self.ctx.device, seed=self.cfg.seed)
             decision.apply(self.model)
-            note = f"validation took {time.perf_counter() - start:.3g} s"
+            elapsed = time.perf_counter() - start
             self._log(decision.summary())
             self._log(decision.table())
         record = _symmetry.symmetry_record(self.parent, model=self.model, decision=decision, imposed=self.imposed,
-                                           test_before=test_before, note=note)
+                                           test_before=test_before, note=note, time_s=elapsed)
         if self.ctx.is_main and (decision is not None or self.imposed is not None):
             _symmetry.write_symmetry_files(self.out, record,
                                            _symmetry.symmetry_text(self.parent, decision, self.imposed, note))

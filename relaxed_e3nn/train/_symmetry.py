@@ -54,7 +54,7 @@ NUM_FILE_BLOCKS = 20
 #: at most this many training structures (evenly spaced) are checked against the parent
 MAX_CHECKED = 32
 #: bounds of the default fine-tune budget (:func:`finetune_budget`)
-MIN_FINETUNE_STEPS, MAX_FINETUNE_STEPS = 2, 20
+MIN_FINETUNE_STEPS, MAX_FINETUNE_STEPS = 10, 20
 
 
 def group_from_config(value, key: str, *, allow_file: bool = False) -> Optional[PointGroup]:
@@ -231,7 +231,7 @@ def _jsonable(value):
 
 def symmetry_record(parent: ParentRecord, *, model, decision: Optional[BreakingDecision] = None,
                     imposed: Optional[PointGroup] = None, test_before: Optional[Dict[str, float]] = None,
-                    note: Optional[str] = None) -> Dict[str, Any]:
+                    note: Optional[str] = None, time_s: Optional[float] = None) -> Dict[str, Any]:
     """The one record of a run's symmetry, written to ``symmetry.json``, ``metrics.json["symmetry"]``
     and the model file's ``metadata["symmetry"]``.
 
@@ -239,7 +239,8 @@ def symmetry_record(parent: ParentRecord, *, model, decision: Optional[BreakingD
     ``None``), ``decision`` (:meth:`~relaxed_e3nn.symmetry.BreakingDecision.to_dict`, or ``None``),
     ``group`` (the group the saved model is exactly equivariant under: the validated one, else the
     imposed one, else ``None``), ``breaking_beyond`` (per relaxed weight, relative, for that group),
-    ``test_before_projection`` (test metrics before the decision was applied) and ``note``.
+    ``test_before_projection`` (test metrics before the decision was applied), ``time_s`` (wall time
+    of the decision) and ``note``.
     """
     held = decision.chosen if decision is not None else imposed
     return _jsonable({
@@ -249,6 +250,7 @@ def symmetry_record(parent: ParentRecord, *, model, decision: Optional[BreakingD
         "group": None if held is None else {"group": held.schoenflies, "frame": held.frame.numpy().tolist()},
         "breaking_beyond": None if held is None else breaking_beyond(model, held, relative=True),
         "test_before_projection": test_before,
+        "time_s": time_s,
         "note": note,
     })
 

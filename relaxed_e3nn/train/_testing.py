@@ -10,7 +10,6 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 __all__ = ["emt_copper_frames", "write_emt_copper", "emt_slab_md", "tiny_train_config"]
 
@@ -66,7 +65,8 @@ def emt_slab_md(num_frames: int = 60, seed: int = 0, *, size=(3, 3, 3), temperat
     atoms.info.pop("adsorbate_info", None)  # not writable to extxyz
     atoms.calc = EMT()
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    kT = units.kB * temperature
+    atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(atoms.get_masses() * kT)[:, None])
     dynamics = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=0.02, rng=rng, fixcm=False)
     dynamics.run(5 * interval)
     frames = []

@@ -1,0 +1,59 @@
+"""Cost of validated symmetry breaking: (training + validation) / training wall time.
+
+EMT molecular dynamics of a Cu(111) slab (27 atoms, ``relaxed_e3nn.train._testing.emt_slab_md``)
+is written to extxyz and trained with the default config of ``relaxed-e3nn train`` (relaxed model,
+validated breaking on); the decision's own wall time is stored in the run's symmetry record
+(``time_s``). Printed per repeat and as medians: the training wall time (everything but the
+decision), the decision's, and the ratio (goal: at most 1.25 for the default settings).
+
+    python benchmarks/validated_breaking.py                 # the default config (100 epochs)
+    python benchmarks/validated_breaking.py --epochs 20     # shorter runs: the ratio grows
+"""
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ase.io
+
+from relaxed_e3nn.train import train
+from relaxed_e3nn.train._testing import emt_slab_md
+
+
+def one_run(data: Path, out: Path, epochs: int, seed: int):
+    config = {"data": {"train": str(data)}, "output_dir": str(out), "epochs": epochs, "seed": seed,
+              "progress": False}
+    start = time.perf_counter()
+    result = train(config)
+    total = time.perf_counter() - start
+    record = result.metrics["symmetry"]
+    decision = record["time_s"]
+    return total - decision, decision, record["decision"]["summary"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=60, help="MD frames (default 60)")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs (default: the config default, 100)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats (default 3)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as root:
+        data = Path(root) / "slab.xyz"
+        ase.io.write(str(data), emt_slab_md(args.frames, seed=0), format="extxyz")
+        rows = []
+        for k in range(args.repeats):
+            train_s, decide_s, summary = one_run(data, Path(root) / f"run{k}", args.epochs, seed=k)
+            rows.append((train_s, decide_s))
+            print(f"repeat {k}: training {train_s:.1f} s, validation {decide_s:.1f} s, "
+                  f"ratio {(train_s + decide_s) / train_s:.3f}; {summary}", flush=True)
+    train_s = statistics.median(r[0] for r in rows)
+    decide_s = statistics.median(r[1] for r in rows)
+    ratio = statistics.median((a + b) / a for a, b in rows)
+    print(f"median over {args.repeats}: training {train_s:.1f} s, validation {decide_s:.1f} s, "
+          f"(training + validation) / training = {ratio:.3f} (goal <= 1.25; {args.frames} frames, "
+          f"{args.epochs} epochs)")
+
+
+if __name__ == "__main__":
+    main()
