@@ -1,0 +1,285 @@
+"""Accuracy per CPU second: RelaxedNetwork (strict and relaxed) against a small NequIP model.
+
+Data: bulk fcc Cu labelled with ase's EMT, generated here: cubic supercells of 32, 48, 72 and 108
+atoms (a = 3.61 Å), each strained by up to ±2 % and rattled by 0.1 Å; 100 training cells and 25
+held-out cells (another seed), written once as extxyz.
+
+Each model trains in its own process (1 thread, no data-loader workers) under the same budget of
+*process CPU time* (90 s or 600 s), counted from the moment the process starts reading the extxyz
+file: reading, neighbor lists, model construction, data statistics and training steps are all
+inside it; the held-out evaluation afterwards is not. Training stops after the first step that
+ends past the budget.
+
+Shared training recipe (the same code for every model, so the comparison is of the models):
+float32, cutoff 4.5 Å, average number of neighbors from the training data; each model starts
+from the data as its package does (NequIP: per-type energy shift = mean energy per atom and
+scale = force RMS; RelaxedNetwork: the scale that makes the untrained forces as large as the
+data's and the per-atom energy shift left after it, as ``relaxed_e3nn.train.train`` does), Adam with
+learning rate 5e-3 (``relaxed_e3nn.nn.make_optimizer`` for RelaxedNetwork, so θ gets the
+package's irrep-wise rule; ``torch.optim.Adam`` for NequIP), batches of 4 structures, loss
+``MSE(E/atom) + 10 MSE(F)``.
+
+Models: RelaxedNetwork with its default architecture (``relaxed=False``: strict; ``True``:
+relaxed), and NequIP 0.19.1 with :data:`NEQUIP_CONFIG` (3 layers, l_max 1, 32 features). NequIP is
+an optional dependency (``pip install relaxed_e3nn[nequip]``); without it its row is skipped.
+
+Printed per model: parameters, steps and epochs done, training structures per CPU second, the
+CPU seconds spent before the first step, peak resident memory, and on the held-out cells the
+energy MAE (meV/atom) and the per-component force MAE (meV/Å); plus the ratio of each force MAE
+to NequIP's (the target is ≤ 1.5). CPU-time budgets are insensitive to other processes only up
+to cache and memory-bandwidth contention: say how loaded the machine was with the numbers.
+
+Usage: python benchmarks/train_vs_nequip.py [--budget {90,600}] [--models strict relaxed nequip]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _emt_copper import copper_frames
+
+CUTOFF = 4.5
+BATCH_SIZE = 4
+LR = 5e-3
+FORCE_WEIGHT = 10.0
+NUM_TRAIN, NUM_TEST = 100, 25
+MODELS = ("strict", "relaxed", "nequip")
+
+#: The NequIP model measured (NequIP 0.19.1 ``NequIPGNNModel`` keyword arguments; the per-type
+#: energy shift and scale and avg_num_neighbors come from the training data).
+NEQUIP_CONFIG = dict(seed=0, model_dtype="float32", type_names=["Cu"], r_max=CUTOFF, num_layers=3, l_max=1,
+                     parity=True, num_features=32, radial_mlp_depth=1, radial_mlp_width=32)
+
+
+# ------------------------------------------------------------------ one model per process
+class _Recipe:
+    """Statistics of the training data shared by every model: E0, force RMS, mean neighbors."""
+
+    def __init__(self, frames):
+        from matscipy.neighbours import neighbour_list
+
+        self.energy_per_atom = float(np.mean([a.get_potential_energy() / len(a) for a in frames]))
+        self.force_rms = float(np.sqrt(np.mean(np.concatenate([a.get_forces().ravel() for a in frames]) ** 2)))
+        self.num_neighbors = float(np.mean([len(neighbour_list("i", a, CUTOFF)) / len(a) for a in frames]))
+
+
+def _relaxed_network(kind, recipe):
+    """RelaxedNetwork, ``prepare(frames) -> items`` and ``run(items) -> (energy [B], forces [N, 3])``."""
+    import torch
+
+    from relaxed_e3nn.data import collate, from_ase
+    from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig
+
+    config = RelaxedNetworkConfig(species=[29], cutoff=CUTOFF, num_neighbors=recipe.num_neighbors,
+                                  relaxed=kind == "relaxed")
+    model = RelaxedNetwork(config, dtype=torch.float32)
+
+    def prepare(frames):
+        return [from_ase(a, CUTOFF, dtype=torch.float32) for a in frames]
+
+    def run(items):
+        out = model(collate(items), compute_forces=True)
+        return out["energy"], out["forces"]
+
+    return model, prepare, run
+
+
+def _start_like_the_trainer(model, items, frames, run) -> None:
+    """Output scale and energy shift as ``relaxed_e3nn.train.train`` sets them before training.
+
+    The scale makes the untrained network's forces as large (RMS) as the data's, the raw size
+    clamped to [0.1, 10]; the shift is the mean per-atom energy left after the scaled network
+    (on 16 structures in batches, where the trainer takes up to 64 in one batch).
+    """
+    import torch
+
+    model.set_scale(1.0)
+    model.set_atomic_energies([0.0])
+    sample = list(range(min(16, len(items))))
+    outputs = [run([items[i] for i in sample[k:k + BATCH_SIZE]]) for k in range(0, len(sample), BATCH_SIZE)]
+    energy, force = (torch.cat([o[j] for o in outputs]) for j in (0, 1))
+    raw = float(force.detach().double().pow(2).mean().sqrt())
+    target = float(np.sqrt(np.mean(np.concatenate([frames[i].get_forces().ravel() for i in sample]) ** 2)))
+    scale = target / min(max(raw, 0.1), 10.0)
+    model.set_scale(scale)
+    sizes = torch.tensor([len(frames[i]) for i in sample], dtype=torch.float64)
+    reference = torch.tensor([frames[i].get_potential_energy() for i in sample], dtype=torch.float64)
+    model.set_atomic_energies([float(((reference - scale * energy.detach().double()) / sizes).mean())])
+
+
+def _nequip(recipe):
+    """NequIP's model (:data:`NEQUIP_CONFIG`), ``prepare`` and ``run`` as for :func:`_relaxed_network`."""
+    import torch
+    from nequip.data import AtomicDataDict, compute_neighborlist_, from_dict
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    model = NequIPGNNModel(**NEQUIP_CONFIG, avg_num_neighbors=recipe.num_neighbors,
+                           per_type_energy_scales=recipe.force_rms, per_type_energy_shifts=recipe.energy_per_atom)
+
+    def prepare(frames):
+        return [compute_neighborlist_(from_dict({
+            "pos": torch.tensor(a.positions, dtype=torch.float64), "cell": torch.tensor(a.cell[:], dtype=torch.float64),
+            "pbc": torch.tensor(a.pbc), "atom_types": torch.zeros(len(a), dtype=torch.long)}), CUTOFF) for a in frames]
+
+    def run(items):
+        out = model(AtomicDataDict.batched_from_list([dict(item) for item in items]))
+        return out["total_energy"].reshape(-1), out["forces"]
+
+    return model, prepare, run
+
+
+def _labels(frames):
+    import torch
+
+    energies = torch.tensor([a.get_potential_energy() for a in frames], dtype=torch.float32)
+    sizes = torch.tensor([len(a) for a in frames], dtype=torch.float32)
+    forces = [torch.tensor(a.get_forces(), dtype=torch.float32) for a in frames]
+    return energies, sizes, forces
+
+
+def _worker(kind: str, train_path: str, test_path: str, budget: float, seed: int) -> dict:
+    import ase.io
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    start = time.process_time()
+    frames = ase.io.read(train_path, index=":")
+    recipe = _Recipe(frames)
+    model, prepare, run = _nequip(recipe) if kind == "nequip" else _relaxed_network(kind, recipe)
+    if kind == "nequip":
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    else:
+        from relaxed_e3nn.nn import make_optimizer
+
+        optimizer = make_optimizer(model, LR)
+    items = prepare(frames)
+    if kind != "nequip":
+        _start_like_the_trainer(model, items, frames, run)
+    energies, sizes, forces = _labels(frames)
+    setup = time.process_time() - start
+    model.train()
+    rng = np.random.default_rng(seed)
+    steps = structures = 0
+    while time.process_time() - start < budget:
+        order = rng.permutation(len(frames))
+        for first in range(0, len(order), BATCH_SIZE):
+            indices = order[first:first + BATCH_SIZE].tolist()
+            energy, force = run([items[i] for i in indices])
+            loss = ((energy - energies[indices]) / sizes[indices]).pow(2).mean() \
+                + FORCE_WEIGHT * (force - torch.cat([forces[i] for i in indices])).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps, structures = steps + 1, structures + len(indices)
+            if time.process_time() - start >= budget:
+                break
+    used = time.process_time() - start
+    result = dict(kind=kind, parameters=sum(p.numel() for p in model.parameters()), steps=steps,
+                  epochs=structures / len(frames), setup_cpu_s=setup, cpu_s=used,
+                  structures_per_s=structures / max(used - setup, 1e-9))
+    result.update(_held_out_errors(model, prepare, run, ase.io.read(test_path, index=":")))
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _held_out_errors(model, prepare, run, frames) -> dict:
+    """Energy MAE per atom and per-component force MAE (meV) on the held-out frames."""
+    model.eval()
+    items = prepare(frames)
+    energies, sizes, forces = _labels(frames)
+    energy_errors, force_errors = [], []
+    for first in range(0, len(frames), BATCH_SIZE):
+        indices = list(range(first, min(first + BATCH_SIZE, len(frames))))
+        energy, force = run([items[i] for i in indices])
+        energy_errors.append(((energy.detach() - energies[indices]) / sizes[indices]).abs())
+        force_errors.append((force.detach() - np.concatenate([forces[i] for i in indices])).abs().reshape(-1))
+    import torch
+
+    return dict(energy_mae_mev_atom=1e3 * float(torch.cat(energy_errors).double().mean()),
+                forces_mae_mev_a=1e3 * float(torch.cat(force_errors).double().mean()))
+
+
+# ------------------------------------------------------------------ driver
+def _nequip_available() -> bool:
+    try:
+        import nequip  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_in_subprocess(kind, train_path, test_path, budget, seed) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [sys.executable, __file__, "--worker", kind, "--train", str(train_path), "--test", str(test_path),
+               "--budget", str(budget), "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _print_table(rows, budget) -> None:
+    print(f"\nsame process-CPU budget of {budget:g} s per model (data loading included), 1 thread, "
+          f"batch {BATCH_SIZE}, float32; held-out: {NUM_TEST} cells of 32-108 atoms")
+    header = (f"{'model':<8} {'params':>8} {'steps':>6} {'epochs':>6} {'struct/s':>8} {'setup s':>7} "
+              f"{'peak MiB':>8} {'E meV/atom':>10} {'F meV/Å':>8} {'F / NequIP':>10}")
+    print(header)
+    print("-" * len(header))
+    reference = next((r["forces_mae_mev_a"] for r in rows if r["kind"] == "nequip"), None)
+    for r in rows:
+        ratio = f"{r['forces_mae_mev_a'] / reference:10.2f}" if reference else f"{'-':>10}"
+        print(f"{r['kind']:<8} {r['parameters']:>8d} {r['steps']:>6d} {r['epochs']:>6.2f} "
+              f"{r['structures_per_s']:>8.2f} {r['setup_cpu_s']:>7.1f} {r['peak_rss_mib']:>8.0f} "
+              f"{r['energy_mae_mev_atom']:>10.2f} {r['forces_mae_mev_a']:>8.1f} {ratio}")
+    if reference:
+        ours = min(r["forces_mae_mev_a"] for r in rows if r["kind"] != "nequip")
+        print(f"target: our best force MAE <= 1.5 x NequIP's: {ours / reference:.2f} x "
+              f"({'met' if ours <= 1.5 * reference else 'not met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=90.0, help="process CPU seconds per model (90 or 600)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument("--train", help=argparse.SUPPRESS)
+    parser.add_argument("--test", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.train, args.test, args.budget, args.seed)))
+        return
+    if args.budget not in (90.0, 600.0):
+        print(f"note: budget {args.budget:g} s (the reference budgets are 90 and 600)")
+    models = list(args.models)
+    if "nequip" in models and not _nequip_available():
+        print("NequIP is not installed (pip install relaxed_e3nn[nequip]): its row is skipped")
+        models.remove("nequip")
+    import ase.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_path, test_path = Path(tmp) / "train.xyz", Path(tmp) / "test.xyz"
+        ase.io.write(str(train_path), copper_frames(NUM_TRAIN, seed=args.seed), format="extxyz")
+        ase.io.write(str(test_path), copper_frames(NUM_TEST, seed=args.seed + 1000), format="extxyz")
+        print(f"NequIP config: {json.dumps(NEQUIP_CONFIG)}")
+        rows = []
+        for kind in models:
+            row = _run_in_subprocess(kind, train_path, test_path, args.budget, args.seed)
+            print(f"  {kind}: {row['steps']} steps in {row['cpu_s']:.1f} CPU s, "
+                  f"force MAE {row['forces_mae_mev_a']:.1f} meV/Å", flush=True)
+            rows.append(row)
+    _print_table(rows, args.budget)
+
+
+if __name__ == "__main__":
+    main()
