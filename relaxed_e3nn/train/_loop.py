@@ -430,7 +430,7 @@ class _Trainer:
 
             batches = [[self.train_set[i] for i in b]
                        for b in epoch_batches(self.train_orbits, self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)]
-            decision = _symmetry.validate_trained(
+            decision, messages = _symmetry.validate_trained(
                 self.model, spec=self.fit_spec, train_batches=batches, heldout=self.selection_set,
                 blocks=self.selection_blocks, parent=self.imposed or self.parent.group, margin=cfg.margin,
                 finetune_steps=_symmetry.finetune_budget(cfg.finetune_steps, len(self.history) * len(batches)),
@@ -438,6 +438,8 @@ class _Trainer:
                 eval_batch_size=self._eval_batch_size(), device=self.ctx.device, seed=self.cfg.seed)
             decision.apply(self.model)
             elapsed = time.perf_counter() - start
+            for message in messages:
+                self._log(f"warning: {message}")
             self._log(decision.summary())
             self._log(decision.table())
         record = _symmetry.symmetry_record(self.parent, model=self.model, decision=decision, imposed=self.imposed,

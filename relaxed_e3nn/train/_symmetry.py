@@ -31,9 +31,10 @@ start (projected at initialisation and after every optimizer step).
 """
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import ase.io
 import numpy as np
@@ -201,19 +202,24 @@ def structure_loss_fn(spec: TargetSpec) -> Callable:
 
 def validate_trained(model, *, spec: TargetSpec, train_batches: Sequence[Sequence], heldout: Sequence,
                      blocks: Sequence, parent: PointGroup, margin: float, finetune_steps: int,
-                     optimizer_factory: Callable, eval_batch_size: int, device, seed: int) -> BreakingDecision:
+                     optimizer_factory: Callable, eval_batch_size: int, device,
+                     seed: int) -> Tuple[BreakingDecision, List[str]]:
     """Run :func:`~relaxed_e3nn.symmetry.validate_breaking` on a trained model.
 
     ``train_batches`` are lists of training graphs (one optimizer step each, used cyclically; only
     as many as the fine-tune needs are collated, but the demanded breaking sees all of them),
-    ``heldout`` the selection graphs with their ``blocks``.
+    ``heldout`` the selection graphs with their ``blocks``. Returns the decision and the warnings
+    it raised (e.g. too few blocks), for the run's log.
     """
     train = [collate(list(graphs)).to(device=device) for graphs in train_batches]
     held = [collate(list(heldout[i:i + eval_batch_size])).to(device=device)
             for i in range(0, len(heldout), eval_batch_size)]
-    return validate_breaking(model, train, held, structure_loss_fn(spec), parent=parent, margin=margin,
-                             finetune_steps=finetune_steps, optimizer_factory=optimizer_factory,
-                             block_ids=list(blocks), seed=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decision = validate_breaking(model, train, held, structure_loss_fn(spec), parent=parent, margin=margin,
+                                     finetune_steps=finetune_steps, optimizer_factory=optimizer_factory,
+                                     block_ids=list(blocks), seed=seed)
+    return decision, [str(w.message) for w in caught]
 
 
 def _jsonable(value):
@@ -237,6 +243,7 @@ def symmetry_record(parent: ParentRecord, *, model, decision: Optional[BreakingD
 
     Keys: ``parent`` (:meth:`ParentRecord.to_dict`), ``imposed`` (the group name and frame, or
     ``None``), ``decision`` (:meth:`~relaxed_e3nn.symmetry.BreakingDecision.to_dict`, or ``None``),
+    ``chosen`` and ``validated`` (the decision's, at the top level as the symmetry report reads them),
     ``group`` (the group the saved model is exactly equivariant under: the validated one, else the
     imposed one, else ``None``), ``breaking_beyond`` (per relaxed weight, relative, for that group),
     ``test_before_projection`` (test metrics before the decision was applied), ``time_s`` (wall time
@@ -247,6 +254,8 @@ def symmetry_record(parent: ParentRecord, *, model, decision: Optional[BreakingD
         "parent": parent.to_dict(),
         "imposed": None if imposed is None else {"group": imposed.schoenflies, "frame": imposed.frame.numpy().tolist()},
         "decision": None if decision is None else decision.to_dict(),
+        "chosen": None if decision is None else decision.to_dict()["chosen"],
+        "validated": None if decision is None else decision.validated,
         "group": None if held is None else {"group": held.schoenflies, "frame": held.frame.numpy().tolist()},
         "breaking_beyond": None if held is None else breaking_beyond(model, held, relative=True),
         "test_before_projection": test_before,
