@@ -2,7 +2,10 @@
 
 Every config key is also a flag; nested keys use dots (``--model.num_layers 2``,
 ``--optim.lr 0.005``) and flags override the file. ``--strict`` trains the strictly
-equivariant twin, ``--resume`` continues from ``output_dir/checkpoint.pt``. Data-parallel:
+equivariant twin, ``--resume`` continues from ``output_dir/checkpoint.pt``. A relaxed model's
+symmetry breaking is validated on held-out data after training and the model is projected onto
+the validated group (``--symmetry.validate false`` keeps θ as trained; ``--symmetry.within GROUP``
+names the parent; output_dir/symmetry.txt holds the evidence). Data-parallel:
 ``torchrun --nproc_per_node N -m relaxed_e3nn train CONFIG.yaml``.
 """
 import argparse
@@ -17,13 +20,15 @@ _DESCRIPTION = __doc__.split("\n\n", 1)[1]
 
 
 def _key_listing() -> str:
-    from relaxed_e3nn.train._config import DataConfig, OptimConfig, TrainConfig
+    from relaxed_e3nn.train._config import DataConfig, OptimConfig, SymmetryConfig, TrainConfig
 
     lines = ["config keys (each also a flag --KEY VALUE; values are parsed as YAML):"]
-    top = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("data", "model", "loss", "optim")]
+    top = [f.name for f in dataclasses.fields(TrainConfig)
+           if f.name not in ("data", "model", "loss", "optim", "symmetry")]
     lines.append("  " + ", ".join(top))
     lines.append("  data.{" + ", ".join(f.name for f in dataclasses.fields(DataConfig)) + "}")
     lines.append("  optim.{" + ", ".join(f.name for f in dataclasses.fields(OptimConfig)) + "}")
+    lines.append("  symmetry.{" + ", ".join(f.name for f in dataclasses.fields(SymmetryConfig)) + "}")
     lines.append("  loss.{energy, forces, stress, <target name>}")
     lines.append("  model.{...}: the fields of relaxed_e3nn.models.RelaxedNetworkConfig")
     lines.append("  task: box_dynamics hands the whole config to relaxed_e3nn.train.train_dynamics")
