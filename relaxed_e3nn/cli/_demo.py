@@ -90,6 +90,7 @@ def _train_config(out_dir: Path, data_dir: Path, settings, seed: int, strict: bo
 
 
 def _rmse(model, structures, cutoff):
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import torch
 
     from relaxed_e3nn.data import collate, from_ase
@@ -114,6 +115,7 @@ def _print_validation(record, run_dir: Path) -> None:
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import ase.io
     from ase.data import atomic_numbers
 

@@ -29,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch, ase)
     import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
     from relaxed_e3nn.train import evaluate, graphs_for_model, read_atoms

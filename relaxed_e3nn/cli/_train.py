@@ -20,6 +20,7 @@ _DESCRIPTION = __doc__.split("\n\n", 1)[1]
 
 
 def _key_listing() -> str:
+    # lazy: CLI startup time (the key listing needs TrainConfig, i.e. torch; built only for --help)
     from relaxed_e3nn.train._config import DataConfig, OptimConfig, SymmetryConfig, TrainConfig
 
     lines = ["config keys (each also a flag --KEY VALUE; values are parsed as YAML):"]
@@ -41,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     # collected verbatim and parsed by relaxed_e3nn.train._config.parse_overrides.
     parser = subparsers.add_parser(
         "train", help="train a model from a YAML config (every key also a --flag)",
-        description=_DESCRIPTION, epilog=_key_listing(), add_help=False, prefix_chars="+",
+        description=_DESCRIPTION, add_help=False, prefix_chars="+",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="[CONFIG.yaml] [--key value ...]")
@@ -50,10 +51,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    # lazy: CLI startup time (--version / --help must not import torch)
     from relaxed_e3nn.train._config import load_config, parse_overrides
 
     tokens = list(args.arguments)
     if any(t in ("-h", "--help") for t in tokens):
+        args._parser.epilog = _key_listing()  # only here: building it imports the trainer
         args._parser.print_help()
         return 0
     path = None
@@ -61,7 +64,7 @@ def run(args) -> int:
         path, tokens = tokens[0], tokens[1:]
     overrides = parse_overrides(tokens)
     config = load_config(path, overrides)
-    from relaxed_e3nn.train import train
+    from relaxed_e3nn.train import train  # lazy: CLI startup time
 
     try:
         result = train(config)
