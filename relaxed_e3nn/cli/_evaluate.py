@@ -16,11 +16,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("data", help="structures with reference values: extxyz, CIF with --targets, pymatgen .json")
     parser.add_argument("--format", default=None, help="ase format of DATA (guessed from the suffix)")
     parser.add_argument("--index", default=":", help="ase index of the frames to read (default all)")
-    parser.add_argument("--energy-key", default=None, help="atoms.info key of the reference energy (e.g. REF_energy)")
-    parser.add_argument("--forces-key", default=None, help="atoms.arrays key of the reference forces")
-    parser.add_argument("--stress-key", default=None, help="atoms.info key of the reference stress")
-    parser.add_argument("--node-targets", nargs="*", default=[], help="per-atom targets of a node model, in order")
-    parser.add_argument("--graph-targets", nargs="*", default=[], help="per-structure targets of a graph model")
+    parser.add_argument("--energy-key", default=None, help="atoms.info key of the reference energy (e.g. "
+                        "REF_energy; default: the key the model was trained with)")
+    parser.add_argument("--forces-key", default=None, help="atoms.arrays key of the reference forces (default: "
+                        "the training key)")
+    parser.add_argument("--stress-key", default=None, help="atoms.info key of the reference stress (default: "
+                        "the training key)")
+    parser.add_argument("--node-targets", nargs="*", default=[], help="per-atom targets of a node model, in order "
+                        "(default: the training targets)")
+    parser.add_argument("--graph-targets", nargs="*", default=[], help="per-structure targets of a graph model "
+                        "(default: the training targets)")
     parser.add_argument("--targets", default=None, help="JSON list of per-structure target dicts (for CIF data)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to FILE as JSON")
@@ -32,9 +37,12 @@ def run(args) -> int:
     # lazy: CLI startup time (--version / --help must not import torch, ase)
     import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
-    from relaxed_e3nn.train import evaluate, graphs_for_model, read_atoms
+    from relaxed_e3nn.train import evaluate, graphs_for_model, read_atoms, stored_data_keys
 
     model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
+    stored = stored_data_keys(model)  # the keys of the training data unless given here
+    args.node_targets = args.node_targets or list(stored.get("node_targets") or [])
+    args.graph_targets = args.graph_targets or list(stored.get("graph_targets") or [])
     source = {"path": args.data, "format": args.format, "index": args.index, "targets": args.targets}
     items = read_atoms(source, where="DATA")
     graphs = graphs_for_model(model, [a for a, _ in items], origins=[o for _, o in items],

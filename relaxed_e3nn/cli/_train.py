@@ -71,6 +71,6 @@ def run(args) -> int:
     except (TypeError, FloatingPointError) as err:  # wrong config types, a diverging loss
         print(f"relaxed-e3nn train: error: {err}", file=sys.stderr)
         return 1
-    for line in result.summary_lines():
+    for line in result.summary_lines():  # the test metrics, printed once (in meV units)
         print(line)
     return 0

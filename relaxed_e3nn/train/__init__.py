@@ -19,7 +19,7 @@ from relaxed_e3nn.train._data import epoch_permutation
 from relaxed_e3nn.train._dynamics import DYNAMICS_DEFAULTS, build_dynamics_model, train_dynamics
 from relaxed_e3nn.train._ema import ExponentialMovingAverage
 from relaxed_e3nn.train._evaluation import evaluate
-from relaxed_e3nn.train._inference import graphs_for_model, predict
+from relaxed_e3nn.train._inference import graphs_for_model, predict, stored_data_keys
 from relaxed_e3nn.train._loop import train
 from relaxed_e3nn.train._result import METRICS_SCHEMA_VERSION, TrainResult, metrics_summary
 from relaxed_e3nn.train._sources import SIDECAR_FRAMES, frame_rotation, read_atoms
@@ -43,6 +43,7 @@ __all__ = [
     "TargetSpec",
     "predict",
     "graphs_for_model",
+    "stored_data_keys",
     "load_checkpoint",
     "save_checkpoint",
     "read_atoms",

@@ -2,6 +2,7 @@
 the package's one config machinery (:mod:`relaxed_e3nn._settings`), YAML files, ``--a.b value``
 overrides."""
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -11,10 +12,11 @@ import yaml
 from relaxed_e3nn._checks import DTYPES, ORDINARY_OPTIMIZERS, THETA_OPTIMIZERS, check_choice
 from relaxed_e3nn._settings import (DictConfig, check_fields, check_keys, check_known, check_type, field_names,
                                     field_type)
+from relaxed_e3nn.models import RelaxedNetworkConfig
 from relaxed_e3nn.train._targets import DEFAULT_LOSS_WEIGHTS, ENERGY_TARGETS
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "SymmetryConfig", "DynamicsConfig", "load_config",
-           "apply_overrides", "parse_overrides", "TASKS", "SCHEDULERS", "DEFAULT_LOSS_WEIGHTS"]
+           "apply_overrides", "parse_overrides", "TASKS", "SCHEDULERS", "DEFAULT_LOSS_WEIGHTS", "config_defaults"]
 
 #: values of a config's ``task`` (absent: a RelaxedNetwork on structures)
 TASKS = ("box_dynamics",)
@@ -160,7 +162,12 @@ class TrainConfig(DictConfig):
     fit_atomic_energies : bool
         Fit per-species energy shifts by per-atom least squares on the training set, before
         training and again after every epoch for the current network, and store them in the
-        model's ``atomic_energies`` (when the model predicts energies and none are given).
+        model's ``atomic_energies`` (when the model predicts energies and neither ``E0s`` nor
+        ``model.atomic_energies`` is given).
+    E0s : dict, optional
+        Isolated-atom reference energies (eV), keyed by element symbol or atomic number
+        (``{Cu: -0.007, 29: ...}``), one for every species of the model: the model's
+        ``atomic_energies``, fixed (no shift fit), as MACE's ``E0s``.
     fit_scale : bool
         Set the model's output ``scale`` from the training set when ``model.scale`` is not
         given, so that the untrained model's forces (or node / graph outputs, or per-atom
@@ -169,6 +176,10 @@ class TrainConfig(DictConfig):
         Train the strictly equivariant twin (``model.relaxed = False``) of the same model.
     resume : bool
         Continue from ``output_dir/checkpoint.pt``.
+    max_time : float, optional
+        Wall-clock limit of the run in seconds. Checked after every epoch: once exceeded, the
+        run stops cleanly after that epoch, writing the checkpoint, ``model.pt`` and the test
+        metrics as at the end; ``resume`` continues it (with a new limit for that run).
     progress : {"auto", True, False}
         tqdm progress bars (``auto``: only when stderr is a terminal).
     task : str, optional
@@ -195,9 +206,11 @@ class TrainConfig(DictConfig):
     patience: Optional[int] = None
     ema_decay: Optional[float] = None
     fit_atomic_energies: bool = True
+    E0s: Optional[Dict[Any, float]] = None
     fit_scale: bool = True
     strict: bool = False
     resume: bool = False
+    max_time: Optional[float] = None
     progress: Union[bool, str] = "auto"
     task: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -251,6 +264,11 @@ class TrainConfig(DictConfig):
             raise ValueError(f"config: patience must be >= 1, got {self.patience}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"config: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"config: max_time must be > 0 seconds, got {self.max_time}")
+        if self.E0s is not None:
+            for key, value in self.E0s.items():
+                check_type(f"E0s[{key!r}]", value, float)
         if self.progress not in ("auto", True, False):
             raise ValueError(f"config: progress must be 'auto', true or false, got {self.progress!r}")
         d = self.data
@@ -537,3 +555,30 @@ def parse_overrides(tokens: List[str]) -> Dict[str, Any]:
 
 def _looks_like_flag(token: str) -> bool:
     return token.startswith("--")
+
+
+def config_defaults() -> Dict[str, Any]:
+    """Every training-config key with its default, flattened with dots (``optim.lr``: 0.01).
+
+    The ``model`` section lists the fields of :class:`~relaxed_e3nn.models.RelaxedNetworkConfig`
+    (a key the trainer completes from the data, ``species`` and ``num_neighbors``, is ``None``:
+    taken from the data; ``cutoff`` is the trainer's 5 Å) and the fitted values ``scale`` and
+    ``atomic_energies`` (``None``: fitted); ``loss`` the default weights. docs/training.rst's
+    "every key" block is generated from this (``scripts/config_defaults.py``) and a test
+    compares them.
+    """
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "optim", "symmetry"):
+            section = getattr(TrainConfig(), f.name)
+            out.update({f"{f.name}.{g.name}": getattr(section, g.name) for g in dataclasses.fields(section)})
+        elif f.name not in ("model", "loss"):
+            out[f.name] = getattr(TrainConfig(), f.name)
+    for g in dataclasses.fields(RelaxedNetworkConfig):
+        default = g.default if g.default is not dataclasses.MISSING else (
+            g.default_factory() if g.default_factory is not dataclasses.MISSING else None)
+        out[f"model.{g.name}"] = default
+    out.update({"model.species": None, "model.cutoff": 5.0, "model.num_neighbors": None,
+                "model.scale": None, "model.atomic_energies": None})
+    out.update({f"loss.{k}": v for k, v in DEFAULT_LOSS_WEIGHTS.items()})
+    return out

@@ -5,6 +5,7 @@ never separated: the split (:func:`make_split`) and the mini-batches (:func:`epo
 them whole (:func:`relaxed_e3nn.data.orbit_split`, :func:`relaxed_e3nn.data.orbit_batches`).
 Without orbit ids both are exactly the plain random split and shuffle.
 """
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -18,9 +19,13 @@ from relaxed_e3nn.train._symmetry import group_from_config
 from relaxed_e3nn.train._targets import TargetSpec, select_targets
 
 __all__ = ["Sets", "load_sets", "training_targets", "make_split", "apply_split", "epoch_permutation",
-           "epoch_batches", "train_orbit_ids"]
+           "epoch_batches", "train_orbit_ids", "average_num_neighbors", "MIN_NEIGHBORS", "MIN_VALIDATION"]
 
 _SET_NAMES = ("train", "val", "test")
+#: below this average number of neighbors per atom the graphs are "very sparse" (a warning)
+MIN_NEIGHBORS = 1.0
+#: validation sets smaller than this give a warning (early stopping and the best epoch are noise)
+MIN_VALIDATION = 10
 
 
 @dataclass
@@ -54,8 +59,9 @@ def epoch_batches(orbit_ids: Sequence, batch_size: int, seed: int, epoch: int) -
 def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) -> Sets:
     """Read every source of ``cfg.data`` and build its graphs with the model's cutoff and features.
 
-    Completes ``model_dict`` in place: ``species`` (the data's, when not given) and ``cutoff``
-    (5 Å by default). Raises ``ValueError`` naming the source and structure for unreadable or
+    Completes ``model_dict`` in place: ``species`` (the data's, when not given), ``cutoff``
+    (5 Å by default) and ``num_neighbors`` (the training data's average number of neighbors
+    per atom within the cutoff, :func:`average_num_neighbors`, when not given). Raises ``ValueError`` naming the source and structure for unreadable or
     empty sources, species outside ``model.species`` and targets the model output cannot fit.
     """
     d = cfg.data
@@ -94,7 +100,33 @@ def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) 
                 raise ValueError(f"data.{name}: {origin}: {err}") from None
             graphs[name].append(graph)
         origins[name] = [origin for _, origin in items]
+    average = average_num_neighbors(graphs["train"], origins["train"], float(model_dict["cutoff"]))
+    if model_dict.get("num_neighbors") is None:
+        model_dict["num_neighbors"] = max(average, MIN_NEIGHBORS)  # stored in the model's config
     return Sets(graphs, origins, {name: [atoms for atoms, _ in items] for name, items in raw.items()})
+
+
+def average_num_neighbors(graphs: Sequence, origins: Sequence[str], cutoff: float) -> float:
+    r"""Average number of neighbors per atom, :math:`\sum_b E_b / \sum_b N_b`, with warnings.
+
+    The value ``model.num_neighbors`` defaults to (messages are divided by its square root). A
+    ``UserWarning`` names the structures without a single edge and says when the average is
+    below :data:`MIN_NEIGHBORS`: with a cutoff shorter than the nearest-neighbor distance the
+    network sees isolated atoms and can fit nothing but per-species constants.
+    """
+    if not graphs:
+        return 0.0
+    edges = [g.num_edges for g in graphs]
+    average = sum(edges) / max(sum(g.num_nodes for g in graphs), 1)
+    empty = [origins[k] for k, e in enumerate(edges) if e == 0]
+    if empty:
+        warnings.warn(f"data.train: {len(empty)} of {len(graphs)} structures have no edge within the cutoff "
+                      f"{cutoff:g} Å (e.g. {empty[:3]}); the model sees isolated atoms there. Is model.cutoff "
+                      f"too short?", UserWarning, stacklevel=2)
+    if average < MIN_NEIGHBORS:
+        warnings.warn(f"data.train: {average:.3g} neighbors per atom on average within the cutoff {cutoff:g} Å "
+                      f"(fewer than {MIN_NEIGHBORS:g}): the graphs are nearly empty", UserWarning, stacklevel=2)
+    return float(average)
 
 
 def _check_output_targets(output: str, d: DataConfig) -> None:

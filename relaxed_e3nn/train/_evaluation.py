@@ -8,7 +8,7 @@ from relaxed_e3nn.train._distributed import DistributedContext
 from relaxed_e3nn.train._inference import model_device
 from relaxed_e3nn.train._targets import TargetSpec, metrics_from_sums, select_targets, sum_counts, target_sums
 
-__all__ = ["evaluate", "evaluate_sharded"]
+__all__ = ["evaluate", "evaluate_sharded", "metrics_by_config_type"]
 
 
 def evaluate(model: torch.nn.Module, graphs: Sequence, *, batch_size: int = 16,
@@ -66,3 +66,20 @@ def evaluate_sharded(model, graphs: Sequence, spec: TargetSpec, batch_size: int,
     counts = sum_counts(spec, graphs)
     as_dict = {name: {"sq": float(totals[row, 0]), "abs": float(totals[row, 1])} for row, name in enumerate(names)}
     return metrics_from_sums(spec, as_dict, counts)
+
+
+def metrics_by_config_type(model, graphs: Sequence, types: Sequence, spec: TargetSpec, batch_size: int,
+                           ctx: DistributedContext) -> Dict[str, Dict[str, float]]:
+    """:func:`evaluate_sharded` of each group of ``graphs`` with the same ``types`` entry (MACE's table).
+
+    ``types[k]`` is ``info["config_type"]`` of ``graphs[k]`` (``None`` is grouped as ``"-"``);
+    each value also carries ``count``, the number of structures of that type.
+    """
+    groups: Dict[str, list] = {}
+    for graph, kind in zip(graphs, types):
+        groups.setdefault("-" if kind is None else str(kind), []).append(graph)
+    table = {}
+    for kind in sorted(groups):
+        table[kind] = {"count": len(groups[kind]),
+                       **evaluate_sharded(model, groups[kind], spec, batch_size, ctx)}
+    return table

@@ -1,5 +1,5 @@
 """Running a trained model on structures: graphs for a model, predictions back onto ``ase.Atoms``."""
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -9,7 +9,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from relaxed_e3nn._checks import model_dtype
 from relaxed_e3nn.data import collate, from_ase
 
-__all__ = ["graphs_for_model", "predict", "model_device"]
+__all__ = ["graphs_for_model", "predict", "model_device", "stored_data_keys"]
 
 
 def model_device(model) -> torch.device:
@@ -19,17 +19,33 @@ def model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
+def stored_data_keys(model) -> Dict[str, Any]:
+    """The data keys a model was trained with (``model.metadata["data_keys"]``, written by
+    :func:`~relaxed_e3nn.train.train`): ``energy``, ``forces``, ``stress`` (``None``: the
+    calculator's values), ``node_targets`` and ``graph_targets``; empty for other models."""
+    stored = (getattr(model, "metadata", None) or {}).get("data_keys") or {}
+    return dict(stored) if isinstance(stored, dict) else {}
+
+
 def graphs_for_model(model, atoms_list: Sequence, *, origins: Optional[Sequence[str]] = None,
                      node_targets: Sequence[str] = (), graph_targets: Sequence[str] = (),
                      energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                      stress_key: Optional[str] = None, with_targets: bool = True) -> List:
     """Graphs of ``atoms_list`` built with the model's cutoff, dtype and node features.
 
+    Keys and target names not given default to those the model was trained with
+    (:func:`stored_data_keys`), so data labelled like the training data needs no options.
     Raises ``ValueError`` naming the structure when it holds a species the model was not
     trained on, or lacks a node feature or a requested target.
     """
     if len(atoms_list) == 0:
         raise ValueError("no structures to run the model on (the data is empty)")
+    stored = stored_data_keys(model)
+    energy_key = energy_key if energy_key is not None else stored.get("energy")
+    forces_key = forces_key if forces_key is not None else stored.get("forces")
+    stress_key = stress_key if stress_key is not None else stored.get("stress")
+    node_targets = list(node_targets) or list(stored.get("node_targets") or [])
+    graph_targets = list(graph_targets) or list(stored.get("graph_targets") or [])
     config = model.config
     species = set(config.species)
     features = list(config.node_features)

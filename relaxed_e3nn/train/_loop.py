@@ -9,6 +9,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
@@ -24,15 +25,15 @@ from relaxed_e3nn.train import _dynamics
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from relaxed_e3nn.train._config import DynamicsConfig, TrainConfig
 from relaxed_e3nn.train import _symmetry
-from relaxed_e3nn.train._data import (apply_split, epoch_batches, load_sets, make_split, train_orbit_ids,
-                                      training_targets)
+from relaxed_e3nn.train._data import (MIN_VALIDATION, apply_split, epoch_batches, load_sets, make_split,
+                                      train_orbit_ids, training_targets)
 from relaxed_e3nn.train._distributed import DistributedContext, setup_distributed
 from relaxed_e3nn.train._ema import ExponentialMovingAverage
-from relaxed_e3nn.train._evaluation import evaluate_sharded
-from relaxed_e3nn.train._outputs import (epoch_summary, log, plot_history, progress_bar, write_config,
-                                         write_history_csv, write_metrics)
+from relaxed_e3nn.train._evaluation import evaluate_sharded, metrics_by_config_type
+from relaxed_e3nn.train._outputs import (config_type_table, epoch_summary, log, plot_history, progress_bar,
+                                         write_config, write_history_csv, write_metrics)
 from relaxed_e3nn.train._result import ENERGY_UNITS, TrainResult, metrics_summary
-from relaxed_e3nn.train._statistics import initialise_output, refit_atomic_energies
+from relaxed_e3nn.train._statistics import atomic_energies_from_e0s, initialise_output, refit_atomic_energies
 from relaxed_e3nn.train._targets import loss_from_sums, target_sums
 
 __all__ = ["train", "CHECKPOINT_NAME", "MODEL_NAME"]
@@ -40,8 +41,8 @@ __all__ = ["train", "CHECKPOINT_NAME", "MODEL_NAME"]
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 # config keys that may change when a run is resumed
-_RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device", "patience", "output_dir", "symmetry.margin",
-                      "symmetry.finetune_steps")
+_RESUMABLE_CHANGES = ("resume", "epochs", "progress", "device", "patience", "output_dir", "max_time",
+                      "symmetry.margin", "symmetry.finetune_steps")
 # model state set by fits, not by the optimizer: not averaged by the EMA
 _FITTED_STATE = ("atomic_energies", "scale")
 
@@ -103,6 +104,8 @@ class _Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.finished = False
+        self.out_of_time = False  # max_time reached: stopped after an epoch, resumable
+        self.start_time = time.perf_counter()
 
     # ------------------------------------------------------------------ set-up
     def run(self) -> TrainResult:
@@ -120,13 +123,18 @@ class _Trainer:
             n, cfg.data, cfg.seed, orbit_ids=train_orbit_ids(sets, range(n)),
             selection_fraction=cfg.symmetry.fraction if self.validating else 0.0)
         self.train_set, self.val_set, self.test_set = apply_split(sets, self.split, cfg.data)
+        self.sets = sets
+        if 0 < len(self.val_set) < MIN_VALIDATION:
+            warnings.warn(f"data: the validation set holds {len(self.val_set)} structures (fewer than "
+                          f"{MIN_VALIDATION}); the best epoch and early stopping follow its noise. Raise "
+                          f"data.val_fraction or give data.val", UserWarning, stacklevel=3)
         if not self.train_set:
             raise ValueError("data: the training set is empty after the split; add structures or lower "
                              "data.val_fraction / data.test_fraction")
         self.train_orbits = train_orbit_ids(sets, self.split["train"])
         self._prepare_symmetry(sets)
         # fitted shifts follow the network: fitted at the start, refitted after every epoch
-        self.refit_shifts = (self.spec.output == "energy" and cfg.fit_atomic_energies
+        self.refit_shifts = (self.spec.output == "energy" and cfg.fit_atomic_energies and cfg.E0s is None
                              and model_dict.get("atomic_energies") is None and "energy" in self.spec.names)
         self.model = self._build_model(model_dict, checkpoint)
         o = cfg.optim
@@ -148,7 +156,14 @@ class _Trainer:
             if cfg.patience is not None and self.bad_epochs >= cfg.patience:
                 self.stopped_early = True
                 self.finished = True
+            elapsed = time.perf_counter() - self.start_time
+            if cfg.max_time is not None and not self.finished and epoch < cfg.epochs and elapsed >= cfg.max_time:
+                self.out_of_time = True
+                self._log(f"max_time {cfg.max_time:g} s reached after epoch {epoch}/{cfg.epochs} ({elapsed:.1f} s): "
+                          f"stopping; the checkpoint is written, resume continues the run")
             self._write_progress(epoch)
+            if self.out_of_time:
+                break
         return self._finish()
 
     def _model_section(self) -> Dict[str, Any]:
@@ -177,7 +192,10 @@ class _Trainer:
             # build time, and a float32-built model cast to float64 is equivariant only to ~1e-10
             model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
             model = model.to(device=self.ctx.device)
-            initialise_output(model, self.train_set, self.spec, fit_scale=fit_scale, fit_shifts=self.refit_shifts)
+            initialise_output(model, self.train_set, self.spec, fit_scale=fit_scale, fit_shifts=self.refit_shifts,
+                              batch_size=self._eval_batch_size())
+            if cfg.E0s is not None and self.spec.output == "energy":
+                model.set_atomic_energies(atomic_energies_from_e0s(cfg.E0s, model.config.species))
             _symmetry.impose(model, self.imposed)
         model = model.to(device=self.ctx.device, dtype=self.dtype)
         self.ctx.broadcast_parameters_(model)
@@ -370,17 +388,21 @@ class _Trainer:
             save_checkpoint(self.checkpoint_path, state)
         self.ctx.barrier()
 
-    def _summary(self, test, model_path=None, symmetry=None) -> Dict[str, Any]:
+    def _summary(self, test, model_path=None, symmetry=None, by_type=None) -> Dict[str, Any]:
         units = ENERGY_UNITS if self.spec.output == "energy" else {}
         extra = {} if model_path is None else {"model": str(model_path)}  # "model": schema-1 name of model_path
         if symmetry is not None:
             extra["symmetry"] = symmetry
+        if by_type:
+            extra["by_config_type"] = by_type
+        if self.out_of_time:
+            extra["stopped_by_max_time"] = True
         return metrics_summary(task=self.spec.output, history=self.history, best_epoch=self.best_epoch,
                                best_val_loss=self.best_val, stopped_early=self.stopped_early, test=test,
                                units=units, model_path=model_path, **extra)
 
-    def _write_metrics(self, test, model_path=None, symmetry=None) -> Dict[str, Any]:
-        summary = self._summary(test, model_path, symmetry)
+    def _write_metrics(self, test, model_path=None, symmetry=None, by_type=None) -> Dict[str, Any]:
+        summary = self._summary(test, model_path, symmetry, by_type)
         write_history_csv(self.out / "metrics.csv", self.history)
         write_metrics(self.out / "metrics.json", summary)
         return summary
@@ -393,21 +415,45 @@ class _Trainer:
         self.model.eval()
         record = self._decide_symmetry() if self.relaxed else None
         test_metrics = self._evaluate(self.test_set) if self.test_set else None
-        if test_metrics is not None:
-            self._log("test " + " ".join(f"{k} {v:.5g}" for k, v in test_metrics.items()))
-        summary = self._summary(test_metrics, self.model_path, record)
+        by_type = self._errors_by_config_type()
+        summary = self._summary(test_metrics, self.model_path, record, by_type)
+        metadata = {**(getattr(self.model, "metadata", None) or {}), "data_keys": self._data_keys()}
         if record is not None:
-            self.model.metadata = {**(getattr(self.model, "metadata", None) or {}), "symmetry": record}
+            metadata["symmetry"] = record
+        self.model.metadata = metadata
         if self.ctx.is_main:
             save(self.model, self.model_path)
-            self._write_metrics(test_metrics, self.model_path, record)
-            plot_history(self.history, self.out / "loss_curve.png")
+            self._write_metrics(test_metrics, self.model_path, record, by_type)
+            plot_history(self.history, self.out / "loss_curve.png", summary["units"])
             write_config(self.out / "config.yaml", self.cfg.to_dict())
         self.ctx.barrier()
-        return TrainResult(model=self.model, history=self.history, best_epoch=self.best_epoch,
-                           best_val_loss=self.best_val, test_metrics=test_metrics,
-                           stopped_early=self.stopped_early, output_dir=self.out,
-                           model_path=self.model_path, checkpoint_path=self.checkpoint_path, metrics=summary)
+        result = TrainResult(model=self.model, history=self.history, best_epoch=self.best_epoch,
+                             best_val_loss=self.best_val, test_metrics=test_metrics,
+                             stopped_early=self.stopped_early, output_dir=self.out,
+                             model_path=self.model_path, checkpoint_path=self.checkpoint_path, metrics=summary)
+        if by_type:
+            self._log(config_type_table(by_type, summary["units"]))
+        return result  # its summary_lines() (test metrics in meV) are printed by the command line
+
+    def _data_keys(self) -> Dict[str, Any]:
+        """The data keys the model was trained on, stored with it for ``evaluate`` / ``predict``."""
+        d = self.cfg.data
+        return {"energy": d.energy_key, "forces": d.forces_key, "stress": d.stress_key,
+                "node_targets": list(d.node_targets), "graph_targets": list(d.graph_targets)}
+
+    def _errors_by_config_type(self) -> Dict[str, Dict[str, float]]:
+        """Test (else validation) metrics per ``info["config_type"]``; empty when no structure has one."""
+        part = "test" if self.test_set else "val"
+        graphs = self.test_set if self.test_set else self.val_set
+        if not graphs:
+            return {}
+        d = self.cfg.data
+        atoms = (self.sets.atoms[part] if getattr(d, part) is not None
+                 else [self.sets.atoms["train"][i] for i in self.split[part]])
+        types = [a.info.get("config_type") for a in atoms]
+        if all(t is None for t in types):
+            return {}
+        return metrics_by_config_type(self.model, graphs, types, self.spec, self._eval_batch_size(), self.ctx)
 
 
     def _decide_symmetry(self) -> Dict[str, Any]:

@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from relaxed_e3nn._atomic import atomic_write
+from relaxed_e3nn.train._result import ENERGY_UNITS, display_value, metric_unit, to_display_units
 
 __all__ = ["write_metrics", "write_history_csv", "write_config", "plot_history", "log", "progress_bar",
-           "epoch_summary"]
+           "epoch_summary", "config_type_table"]
 
 
 def write_history_csv(path: Path, history: List[Dict[str, float]]) -> None:
@@ -43,24 +44,25 @@ def write_config(path: Path, config: Dict[str, Any]) -> None:
         yaml.safe_dump(config, handle, sort_keys=False)
 
 
-def plot_history(history: List[Dict[str, float]], path: Path) -> None:
-    """Training and validation loss per epoch (log scale when positive), written as PNG.
+def plot_history(history: List[Dict[str, float]], path: Path, units: Optional[Dict[str, str]] = None) -> None:
+    """The loss curve as PNG: the training and validation loss, and each target's validation MAE.
 
-    Drawn on a bare :class:`~matplotlib.figure.Figure` (no pyplot, no backend switch).
+    Left: ``train_loss`` and ``val_loss`` per epoch; right: every ``val_<target>_mae`` (its unit
+    from ``units`` in the legend), so that a term that stalls while the total falls shows. Log
+    scales where every value is positive. Drawn on a bare :class:`~matplotlib.figure.Figure`
+    (no pyplot, no backend switch).
     """
     if not history:
         return
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.add_subplot(1, 1, 1)
+    units = units or {}
+    terms = [k for k in history[-1] if k.startswith("val_") and k.endswith("_mae")]
+    fig = Figure(figsize=(9 if terms else 5, 3.5))
+    ax = fig.add_subplot(1, 2 if terms else 1, 1)
     epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_loss"] for row in history], label="train")
-    if any("val_loss" in row for row in history):
-        ax.plot(epochs, [row.get("val_loss", float("nan")) for row in history], label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    if all(row["train_loss"] > 0 for row in history):
-        ax.set_yscale("log")
-    ax.legend()
+    _plot_lines(ax, epochs, history, [("train_loss", "train"), ("val_loss", "validation")], "loss")
+    if terms:
+        labels = [(k, f"{k[4:-4]} ({metric_unit(k, units)})" if metric_unit(k, units) else k[4:-4]) for k in terms]
+        _plot_lines(fig.add_subplot(1, 2, 2), epochs, history, labels, "validation MAE")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -68,16 +70,49 @@ def plot_history(history: List[Dict[str, float]], path: Path) -> None:
         handle.write(buffer.getvalue())
 
 
+def _plot_lines(ax, epochs, history, keys, ylabel) -> None:
+    values = []
+    for key, label in keys:
+        if any(key in row for row in history):
+            column = [row.get(key, float("nan")) for row in history]
+            ax.plot(epochs, column, label=label)
+            values.extend(v for v in column if v == v)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if values and all(v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.legend(fontsize="small")
+
+
 def epoch_summary(row: Dict[str, float], epochs: int, target_names: List[str], output: str) -> str:
-    """The one-line log of an epoch: losses, the main validation errors and the learning rate."""
+    """The one-line log of an epoch: losses, the main validation errors (meV units) and the learning rate."""
     summary = f"epoch {row['epoch']}/{epochs} train_loss {row['train_loss']:.5g}"
-    for key in ("val_loss", "val_energy_mae", "val_forces_mae"):
+    if "val_loss" in row:
+        summary += f" val_loss {row['val_loss']:.5g}"
+    units = ENERGY_UNITS if output == "energy" else {}
+    for key in ("val_energy_mae", "val_forces_mae"):
         if key in row:
-            summary += f" {key} {row[key]:.5g}"
+            summary += f" {key} {display_value(row[key], metric_unit(key, units))}"
     for name in target_names:
         if output != "energy" and f"val_{name}_mae" in row:
             summary += f" val_{name}_mae {row[f'val_{name}_mae']:.5g}"
     return summary + f" lr {row['lr']:.3g}"
+
+
+def config_type_table(by_type: Dict[str, Dict[str, float]], units: Dict[str, str]) -> str:
+    """Errors per ``info["config_type"]`` as a text table (MAE columns, eV-based units in meV)."""
+    columns = [k for k in next(iter(by_type.values())) if k.endswith("_mae")]
+    header = ["config_type", "count"]
+    for key in columns:
+        unit = to_display_units(0.0, metric_unit(key, units))[1]
+        header.append(f"{key} [{unit}]" if unit else key)
+    rows = [[kind, str(int(values["count"]))]
+            + [f"{to_display_units(values[k], metric_unit(k, units))[0]:.4g}" for k in columns]
+            for kind, values in by_type.items()]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = ["errors by config_type:", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
 
 
 def log(message: str, show: bool = True) -> None:

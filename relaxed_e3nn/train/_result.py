@@ -2,11 +2,12 @@
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["TrainResult", "metrics_summary", "METRICS_SCHEMA_VERSION", "ENERGY_UNITS", "DYNAMICS_UNITS"]
+__all__ = ["TrainResult", "metrics_summary", "METRICS_SCHEMA_VERSION", "ENERGY_UNITS", "DYNAMICS_UNITS",
+           "display_value", "metric_unit", "to_display_units"]
 
 #: version of the ``metrics.json`` layout written by :func:`metrics_summary`
 METRICS_SCHEMA_VERSION = 2
@@ -14,6 +15,33 @@ METRICS_SCHEMA_VERSION = 2
 ENERGY_UNITS = {"energy": "eV/atom", "energy_total": "eV", "forces": "eV/Å", "stress": "eV/Å³"}
 #: units of the metrics of a box-dynamics model (the simulator's length unit)
 DYNAMICS_UNITS = {"positions": "length", "mse": "length²"}
+
+
+
+def metric_unit(key: str, units: Dict[str, str]) -> Optional[str]:
+    """The unit of a metric (``val_forces_mae`` -> the unit of ``forces``), ``None`` when unknown."""
+    for prefix in ("val_", "test_"):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    for suffix in ("_mae", "_rmse"):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+            break
+    return units.get(key)
+
+
+def to_display_units(value: float, unit: Optional[str]) -> Tuple[float, Optional[str]]:
+    """``(value, unit)`` as printed: eV-based units in meV (``0.0123, "eV/Å"`` -> ``12.3, "meV/Å"``)."""
+    if unit is not None and unit.startswith("eV"):
+        return 1e3 * value, "m" + unit
+    return value, unit
+
+
+def display_value(value: float, unit: Optional[str]) -> str:
+    """A metric as printed (:func:`to_display_units`; files keep eV): ``"12.3 meV/Å"``."""
+    number, shown = to_display_units(value, unit)
+    return f"{number:.4g} {shown}" if shown else f"{number:.6g}"
 
 
 def metrics_summary(*, task: str, history: List[Dict[str, float]], best_epoch: int, best_val_loss: float,
@@ -105,12 +133,12 @@ class TrainResult:
         return self.metrics[key]
 
     def summary_lines(self) -> List[str]:
-        """Human-readable lines: each test metric, the best epoch and where the model went."""
+        """Human-readable lines: each test metric (eV-based units printed in meV), the best epoch and
+        where the model went."""
         units = self.metrics.get("units", {})
         lines = []
         for key, value in (self.test_metrics or {}).items():
-            unit = units.get(key.rsplit("_", 1)[0] if key.endswith(("_mae", "_rmse")) else key)
-            lines.append(f"test_{key}: {value:.6g}" + (f" {unit}" if unit else ""))
+            lines.append(f"test_{key}: {display_value(value, metric_unit(key, units))}")
         lines.append(f"best epoch {self.best_epoch} (validation loss {self.best_val_loss:.6g})")
         if self.model_path is not None:
             lines.append(f"model written to {self.model_path}")

@@ -14,17 +14,18 @@ over batches and over data-parallel ranks.
 """
 import dataclasses
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers, chemical_symbols
 
 from relaxed_e3nn.data import collate
 from relaxed_e3nn.train._distributed import DistributedContext
 from relaxed_e3nn.train._targets import TargetSpec
 
 __all__ = ["fit_atomic_energies", "initialise_output", "refit_atomic_energies", "composition",
-           "shift_normal_equations", "solve_shifts"]
+           "shift_normal_equations", "solve_shifts", "atomic_energies_from_e0s"]
 
 
 def composition(batch, species: Sequence[int]) -> torch.Tensor:
@@ -144,7 +145,7 @@ def refit_atomic_energies(model, graphs: Sequence, ctx: DistributedContext, batc
 
 
 def initialise_output(model, graphs: Sequence, spec: TargetSpec, *, fit_scale: bool, fit_shifts: bool,
-                      max_structures: int = 64) -> None:
+                      max_structures: int = 64, batch_size: int = 8) -> None:
     r"""Data-dependent start: output ``scale`` and per-species energy shifts from the training set.
 
     With the untrained network's outputs :math:`\varepsilon` (scale 1, no shifts) on up to
@@ -153,7 +154,9 @@ def initialise_output(model, graphs: Sequence, spec: TargetSpec, *, fit_scale: b
     scale is kept. The shifts :math:`E^0_Z` are then the fit of the per-atom residual,
     :math:`(E_b - s\,\varepsilon_b)/N_b \approx \sum_Z n_{bZ} E^0_Z / N_b`, so training starts
     near the data instead of several eV per atom away from it. Both are set through the
-    model's ``set_scale`` / ``set_atomic_energies``.
+    model's ``set_scale`` / ``set_atomic_energies``. The network runs on ``batch_size``
+    structures at a time (one batch of ``max_structures`` would hold every edge's activations
+    and their graph for the forces at once: gigabytes for 64 cells of 100 atoms).
     """
     if not (fit_scale or fit_shifts):
         return
@@ -168,12 +171,17 @@ def initialise_output(model, graphs: Sequence, spec: TargetSpec, *, fit_scale: b
     was_training = model.training
     model.eval()
     try:
-        batch = collate(sample).to(device=device)
-        with torch.enable_grad() if spec.compute_forces else torch.no_grad():
-            out = model(batch, compute_forces=spec.compute_forces)
+        chunks = []
+        for start in range(0, len(sample), batch_size):
+            chunk = collate(sample[start:start + batch_size]).to(device=device)
+            with torch.enable_grad() if spec.compute_forces else torch.no_grad():
+                chunks.append({k: v.detach().double() for k, v in
+                               model(chunk, compute_forces=spec.compute_forces).items()})
     finally:
         model.train(was_training)
-    out = {k: v.detach().double() for k, v in out.items()}
+    # per-node and per-graph outputs concatenate in the order collate(sample) lays them out
+    out = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+    batch = collate(sample).to(device=device)  # targets and composition only: no activations
     n_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
     evaluated_at = float(model.scale)  # the scale already inside ``out``
     scale = kept_scale
@@ -215,3 +223,29 @@ def _fitted_scale(spec: TargetSpec, batch, out, n_atoms: torch.Tensor, default: 
 
 def _rms(tensor: torch.Tensor) -> float:
     return float(tensor.double().pow(2).mean().sqrt())
+
+
+def atomic_energies_from_e0s(e0s: Dict[Any, float], species: Sequence[int]) -> List[float]:
+    """Isolated-atom reference energies (config key ``E0s``) in the order of ``species``.
+
+    Keys are element symbols (``"Cu"``) or atomic numbers (``29`` or ``"29"``); every species
+    needs one, and a key that is no element, or an element not among ``species``, is refused.
+    """
+    by_number: Dict[int, float] = {}
+    for key, value in e0s.items():
+        text = str(key).strip()
+        number = int(text) if text.isdigit() else atomic_numbers.get(text)
+        if number is None or not 0 < number < len(chemical_symbols):
+            raise ValueError(f"config: E0s key {key!r} is neither an element symbol nor an atomic number")
+        if number in by_number:
+            raise ValueError(f"config: E0s gives {chemical_symbols[number]} twice")
+        if number not in species:
+            raise ValueError(f"config: E0s[{key!r}]: {chemical_symbols[number]} is not among the model's species "
+                             f"{[chemical_symbols[z] for z in species]}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"config: E0s[{key!r}] must be a finite energy in eV, got {value!r}")
+        by_number[number] = float(value)
+    missing = [chemical_symbols[z] for z in species if z not in by_number]
+    if missing:
+        raise ValueError(f"config: E0s has no isolated-atom energy for {missing} (it needs one per species)")
+    return [by_number[int(z)] for z in species]

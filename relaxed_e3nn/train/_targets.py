@@ -9,8 +9,8 @@ error components). The loss of a set :math:`S` of structures is
 
 with :math:`n_t(S)` the number of components of target :math:`t` in :math:`S`. The energy
 term uses the per-atom energy error :math:`(\hat E - E)/N_{\text{atoms}}` (one component per
-structure), forces one component per atom and Cartesian direction, stress nine per periodic
-structure, a node target ``d`` per atom and a graph target ``d`` per structure. Because
+structure), forces one component per atom and Cartesian direction, stress nine per bulk
+structure (periodic in all three directions; a slab has no volume stress), a node target ``d`` per atom and a graph target ``d`` per structure. Because
 :math:`n_t` is the count over the *global* batch, per-rank losses sum exactly to the
 single-process loss.
 """
@@ -81,7 +81,7 @@ class TargetSpec:
             elif name == "forces":
                 counts[name] = 3 * graph.num_nodes
             elif name == "stress":
-                counts[name] = 9 * int(graph.pbc.any(dim=1).sum())
+                counts[name] = 9 * int(graph.pbc.all(dim=1).sum())  # bulk only: see models._outputs
             elif self.output == "node":
                 counts[name] = self.widths[name] * graph.num_nodes
             else:
@@ -96,8 +96,8 @@ def select_targets(output: str, graphs: Sequence, *, loss_weights: Optional[Mapp
                    where: str = "data") -> TargetSpec:
     """The targets a model of kind ``output`` is compared with on ``graphs`` (training and evaluation alike).
 
-    The rule: an energy model compares ``energy``, ``forces`` and ``stress`` (stress on periodic
-    structures only) wherever every structure they apply to carries them; a node / graph model
+    The rule: an energy model compares ``energy``, ``forces`` and ``stress`` (stress on
+    structures periodic in all three directions only) wherever every structure they apply to carries them; a node / graph model
     compares ``node_targets`` / ``graph_targets``, in order, each with the same number of
     components in every structure. Loss weights default to :data:`DEFAULT_LOSS_WEIGHTS` (1 for
     other targets); a target of weight 0 is reported, not fitted.
@@ -143,11 +143,12 @@ def select_targets(output: str, graphs: Sequence, *, loss_weights: Optional[Mapp
 def _energy_targets(graphs, weights, require_weighted, origins, keys, where) -> List[str]:
     names = []
     for name, holder in ENERGY_TARGETS.items():
-        relevant = [k for k, g in enumerate(graphs) if name != "stress" or bool(g.pbc.any())]
+        relevant = [k for k, g in enumerate(graphs) if name != "stress" or bool(g.pbc.all())]
         missing = [origins[k] for k in relevant if name not in getattr(graphs[k], holder)]
         if require_weighted and weights[name] > 0:
             if not relevant:
-                raise ValueError(f"loss.{name} > 0 but no structure is periodic; set loss.stress: 0")
+                raise ValueError(f"loss.{name} > 0 but no structure is periodic in all three directions (a slab's "
+                                 f"stress is not defined per volume); set loss.stress: 0")
             if missing:
                 key = keys.get(name)
                 raise ValueError(
@@ -182,7 +183,7 @@ def _target_errors(spec: TargetSpec, output: Dict[str, torch.Tensor], graph):
     """``(name, error, owner)`` per target: the error rows and the structure each row belongs to.
 
     Energy rows are per-atom energy errors (one per structure), force and node-target rows one per
-    atom, stress rows one per periodic structure, graph-target rows one per structure.
+    atom, stress rows one per bulk (fully periodic) structure, graph-target rows one per structure.
     """
     rows = []
     if spec.output == "energy":
@@ -195,7 +196,7 @@ def _target_errors(spec: TargetSpec, output: Dict[str, torch.Tensor], graph):
             elif name == "forces":
                 rows.append((name, output["forces"] - graph.node_targets["forces"], graph.batch))
             elif name == "stress":
-                periodic = graph.pbc.any(dim=1)
+                periodic = graph.pbc.all(dim=1)  # slabs have no volume stress (NaN)
                 rows.append((name, (output["stress"] - graph.graph_targets["stress"])[periodic], structures[periodic]))
         return rows
     key = "node_output" if spec.output == "node" else "graph_output"
