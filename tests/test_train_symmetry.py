@@ -218,3 +218,16 @@ def test_parent_that_does_not_hold_is_an_error(tmp_path):
     config = tiny_train_config(str(data), tmp_path / "run", epochs=1, symmetry={"within": "Oh"})
     with pytest.raises(ValueError, match="RMS"):
         train(config)
+
+
+def test_data_symmetrize_makes_orbits_that_stay_whole(tmp_path):
+    from relaxed_e3nn.train._testing import write_emt_copper
+
+    data = write_emt_copper(tmp_path / "cu.xyz", n=6, seed=0)
+    config = tiny_train_config(str(data), tmp_path / "run", epochs=1,
+                               data={"symmetrize": {"group": "Cs", "axes": [[1.0, 1.0, 0.0]]}, "val_fraction": 0.2})
+    train(config)
+    split = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["split"]
+    assert split["n"] == 12  # every structure followed by its mirror image
+    for part in ("train", "val"):
+        assert {i // 2 for i in split[part]} == {i // 2 for i in split[part] if i + 1 - 2 * (i % 2) in split[part]}
