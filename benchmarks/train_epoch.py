@@ -153,8 +153,9 @@ def main() -> None:
           f"({row['reference_train_s']:.1f} s training batches, {row['reference_val_s']:.1f} s validation)")
     print(f"  epoch / (forward+backward) = {ratio:.2f}  (target <= 1.3: {'met' if ratio <= 1.3 else 'not met'})")
     print(f"  whole train() call: {row['train_total_s']:.1f} s wall")
-    print(f"  peak memory {row['peak_rss_mib']:.0f} MiB (target <= 1024: "
-          f"{'met' if row['peak_rss_mib'] <= 1024 else 'not met'}); before reading data {row['baseline_rss_mib']:.0f} MiB")
+    met = "met" if row["peak_rss_mib"] <= 1024 else "not met"
+    print(f"  peak memory {row['peak_rss_mib']:.0f} MiB (target <= 1024: {met}); "
+          f"before reading data {row['baseline_rss_mib']:.0f} MiB")
     if "profile" in row:
         print(row["profile"])
 

@@ -61,8 +61,9 @@ def load_sets(cfg: TrainConfig, model_dict: Dict[str, Any], dtype: torch.dtype) 
 
     Completes ``model_dict`` in place: ``species`` (the data's, when not given), ``cutoff``
     (5 Å by default) and ``num_neighbors`` (the training data's average number of neighbors
-    per atom within the cutoff, :func:`average_num_neighbors`, when not given). Raises ``ValueError`` naming the source and structure for unreadable or
-    empty sources, species outside ``model.species`` and targets the model output cannot fit.
+    per atom within the cutoff, :func:`average_num_neighbors`, when not given). Raises
+    ``ValueError`` naming the source and structure for unreadable or empty sources, species
+    outside ``model.species`` and targets the model output cannot fit.
     """
     d = cfg.data
     raw = {}

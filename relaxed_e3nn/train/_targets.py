@@ -10,9 +10,9 @@ error components). The loss of a set :math:`S` of structures is
 with :math:`n_t(S)` the number of components of target :math:`t` in :math:`S`. The energy
 term uses the per-atom energy error :math:`(\hat E - E)/N_{\text{atoms}}` (one component per
 structure), forces one component per atom and Cartesian direction, stress nine per bulk
-structure (periodic in all three directions; a slab has no volume stress), a node target ``d`` per atom and a graph target ``d`` per structure. Because
-:math:`n_t` is the count over the *global* batch, per-rank losses sum exactly to the
-single-process loss.
+structure (periodic in all three directions; a slab has no volume stress), a node target
+``d`` per atom and a graph target ``d`` per structure. Because :math:`n_t` is the count over
+the *global* batch, per-rank losses sum exactly to the single-process loss.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -97,9 +97,9 @@ def select_targets(output: str, graphs: Sequence, *, loss_weights: Optional[Mapp
     """The targets a model of kind ``output`` is compared with on ``graphs`` (training and evaluation alike).
 
     The rule: an energy model compares ``energy``, ``forces`` and ``stress`` (stress on
-    structures periodic in all three directions only) wherever every structure they apply to carries them; a node / graph model
-    compares ``node_targets`` / ``graph_targets``, in order, each with the same number of
-    components in every structure. Loss weights default to :data:`DEFAULT_LOSS_WEIGHTS` (1 for
+    structures periodic in all three directions only) wherever every structure they apply to
+    carries them; a node / graph model compares ``node_targets`` / ``graph_targets``, in order,
+    each with the same number of components in every structure. Loss weights default to :data:`DEFAULT_LOSS_WEIGHTS` (1 for
     other targets); a target of weight 0 is reported, not fitted.
 
     Parameters
