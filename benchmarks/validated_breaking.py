@@ -37,10 +37,12 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=60, help="MD frames (default 60)")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default: the config default, 100)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats (default 3)")
+    parser.add_argument("--size", type=int, nargs=3, default=(3, 3, 3),
+                        help="slab size in fcc(111) cells (default 3 3 3: 27 atoms)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as root:
         data = Path(root) / "slab.xyz"
-        ase.io.write(str(data), emt_slab_md(args.frames, seed=0), format="extxyz")
+        ase.io.write(str(data), emt_slab_md(args.frames, seed=0, size=tuple(args.size)), format="extxyz")
         rows = []
         for k in range(args.repeats):
             train_s, decide_s, summary = one_run(data, Path(root) / f"run{k}", args.epochs, seed=k)
@@ -51,8 +53,8 @@ def main(argv=None) -> None:
     decide_s = statistics.median(r[1] for r in rows)
     ratio = statistics.median((a + b) / a for a, b in rows)
     print(f"median over {args.repeats}: training {train_s:.1f} s, validation {decide_s:.1f} s, "
-          f"(training + validation) / training = {ratio:.3f} (goal <= 1.25; {args.frames} frames, "
-          f"{args.epochs} epochs)")
+          f"(training + validation) / training = {ratio:.3f} (goal <= 1.25; {args.frames} frames of "
+          f"{'x'.join(map(str, args.size))} slab cells, {args.epochs} epochs)")
 
 
 if __name__ == "__main__":
