@@ -160,4 +160,5 @@ def _describe(annotation) -> str:
         return "a list"
     if origin in (dict, Dict):
         return "a mapping"
-    return getattr(annotation, "__name__", str(annotation))
+    name = getattr(annotation, "__name__", str(annotation))
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

@@ -84,7 +84,7 @@ def test_evaluate_rejects_missing_targets(trained, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--epochz", "3"], "unknown key 'epochz'; did you mean 'epochs'"),
     (["--model.num_layer", "2"], "did you mean 'num_layers'"),
-    (["--epochs", "many"], "epochs must be int"),
+    (["--epochs", "many"], "epochs must be an int"),
     (["stray"], "does not exist"),
 ])
 def test_bad_command_lines_fail_cleanly(tmp_path, capsys, argv, message):

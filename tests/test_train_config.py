@@ -65,10 +65,10 @@ def test_bad_values_raise_value_error(config, match):
 
 
 @pytest.mark.parametrize("config, match", [
-    (_minimal(epochs="ten"), "epochs must be int"),
-    (_minimal(epochs=2.5), "epochs must be int"),
-    (_minimal(strict="yes"), "strict must be bool"),
-    (_minimal(optim={"lr": "fast"}), "optim.lr must be float"),
+    (_minimal(epochs="ten"), "epochs must be an int"),
+    (_minimal(epochs=2.5), "epochs must be an int"),
+    (_minimal(strict="yes"), "strict must be a bool"),
+    (_minimal(optim={"lr": "fast"}), "optim.lr must be a float"),
     (_minimal(model=[1, 2]), "model must be a mapping"),
     (_minimal(data=3), "'data' must be a mapping"),
     ("not a mapping", "expected a mapping"),

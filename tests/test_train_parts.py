@@ -155,7 +155,7 @@ def test_dynamics_config_checks_and_former_names():
     assert config.num_layers == 2 and config.num_train == 3
     with pytest.raises(ValueError, match=r"unknown keys \['epoch', 'lrr'\]; did you mean 'epochs' for 'epoch'\?"):
         DynamicsConfig.from_dict({"epoch": 3, "lrr": 0.1})
-    with pytest.raises(TypeError, match="hidden must be int"):
+    with pytest.raises(TypeError, match="hidden must be an int"):
         DynamicsConfig.from_dict({"hidden": "wide"})
     with pytest.raises(ValueError, match="num_bodies must be a positive integer"):
         DynamicsConfig.from_dict({"num_bodies": 0})
