@@ -118,7 +118,7 @@ class RelaxedCalculator(Calculator):
             raise PropertyNotImplementedError(
                 "RelaxedCalculator: stress needs a cell periodic in all three directions with non-zero volume "
                 "(a slab's cell volume includes its vacuum; relaxed_e3nn.models.surface_stress_from_virial "
-                "gives its area-normalised 2-D stress)"
+                "of model(graph, compute_virial=True)['virial'] gives its area-normalised 2-D stress)"
             )
         graph = from_ase(atoms, config.cutoff, node_features=list(config.node_features), dtype=self.dtype)
         graph = graph.to(device=self.device)

@@ -331,7 +331,8 @@ class RelaxedNetwork(torch.nn.Module):
         return torch.cat(parts, dim=-1)
 
     def forward(
-        self, graph: AtomicGraph, compute_forces: bool = False, compute_stress: bool = False
+        self, graph: AtomicGraph, compute_forces: bool = False, compute_stress: bool = False,
+        compute_virial: bool = False,
     ) -> Dict[str, torch.Tensor]:
         r"""Evaluate the network on a graph (or a batch of graphs).
 
@@ -346,15 +347,18 @@ class RelaxedNetwork(torch.nn.Module):
             Also return ``"stress"``
             :math:`= \frac{1}{V}\,\partial E/\partial\varepsilon` (``[B, 3, 3]``, eV/Å³, ASE sign
             convention), differentiating with respect to a symmetric strain
-            :math:`\mathbf{x} \to (1+\varepsilon)\mathbf{x}`, cell likewise, with the
-            ``"virial"`` it comes from. Graphs not periodic in all three directions (slabs:
-            see :func:`~relaxed_e3nn.models.surface_stress_from_virial`) or with zero cell
-            volume get NaN.
+            :math:`\mathbf{x} \to (1+\varepsilon)\mathbf{x}`, cell likewise. Graphs not periodic
+            in all three directions (slabs) or with zero cell volume get NaN.
+        compute_virial : bool
+            Also return the ``"virial"`` :math:`= \partial E/\partial\varepsilon` (``[B, 3, 3]``, eV),
+            finite for slabs too (their surface stress:
+            :func:`~relaxed_e3nn.models.surface_stress_from_virial`).
 
         Returns
         -------
         dict
-            ``"energy"`` ``[B]`` (and ``"forces"`` ``[N, 3]``, ``"stress"``, ``"virial"`` ``[B, 3, 3]``) for
+            ``"energy"`` ``[B]`` (and, when asked for, ``"forces"`` ``[N, 3]``, ``"stress"`` and
+            ``"virial"`` ``[B, 3, 3]``) for
             ``output="energy"``; ``"node_output"`` ``[N, d]`` for ``"node"``;
             ``"graph_output"`` ``[B, d]`` for ``"graph"``.
 
@@ -364,7 +368,7 @@ class RelaxedNetwork(torch.nn.Module):
         forces or stress can be back-propagated to the weights.
         """
         cfg = self.config
-        if (compute_forces or compute_stress) and cfg.output != "energy":
+        if (compute_forces or compute_stress or compute_virial) and cfg.output != "energy":
             raise ValueError(f"RelaxedNetwork: forces and stress need output='energy', this model has {cfg.output!r}")
         species = self._species(graph)
         frame = None if cfg.frame_is_identity else self.frame
@@ -375,7 +379,8 @@ class RelaxedNetwork(torch.nn.Module):
                 return scatter(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
             return energy_forces_stress(energy_of_edges, graph, compute_forces=compute_forces,
-                                        compute_stress=compute_stress, create_graph=self.training)
+                                        compute_stress=compute_stress, compute_virial=compute_virial,
+                                        create_graph=self.training)
         node_output = self._propagate(graph, species, graph.edge_vec(), frame)
         if frame is not None:
             node_output = node_output @ self.irreps_out.D_from_matrix(frame)

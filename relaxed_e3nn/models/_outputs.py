@@ -27,7 +27,8 @@ Periodicity decides what a stress is:
   projector onto their plane;
 * fewer periodic directions (wires, molecules) or a zero volume: the stress is NaN.
 
-The virial :math:`W_b` itself is returned as ``"virial"`` (eV) alongside ``"stress"``.
+The virial :math:`W_b` itself is returned as ``"virial"`` (eV) on request (``compute_virial``),
+e.g. for :func:`surface_stress_from_virial`.
 """
 import contextlib
 from typing import Callable, Dict
@@ -45,6 +46,7 @@ def energy_forces_stress(
     *,
     compute_forces: bool = False,
     compute_stress: bool = False,
+    compute_virial: bool = False,
     create_graph: bool = False,
 ) -> Dict[str, torch.Tensor]:
     r"""Evaluate an energy model and, on request, its forces and stress.
@@ -58,25 +60,28 @@ def energy_forces_stress(
     graph : AtomicGraph
     compute_forces, compute_stress : bool
         Also return ``"forces"`` ``[N, 3]``, and ``"stress"`` ``[B, 3, 3]`` (eV/Å³, NaN for
-        graphs that are not periodic in all three directions) with the ``"virial"``
-        ``[B, 3, 3]`` (eV) it is computed from.
+        graphs that are not periodic in all three directions).
+    compute_virial : bool
+        Also return the ``"virial"`` ``[B, 3, 3]`` (eV) the stress is computed from (finite for
+        slabs too: see :func:`surface_stress_from_virial`).
     create_graph : bool
         Keep the derivatives differentiable (``True`` when training on forces or stress).
 
     Returns
     -------
     dict
-        ``"energy"`` ``[B]``, plus ``"forces"`` and ``"stress"`` / ``"virial"`` when asked for. When the energy
+        ``"energy"`` ``[B]``, plus ``"forces"``, ``"stress"`` and ``"virial"`` when asked for. When the energy
         does not depend on the positions (no edges, frozen weights) the derivatives are zeros.
     """
-    derivatives = compute_forces or compute_stress
+    strained = compute_stress or compute_virial
+    derivatives = compute_forces or strained
     with torch.enable_grad() if derivatives else contextlib.nullcontext():
         pos = graph.pos
         if derivatives and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         edge_vec = graph.edge_vec(pos)
         strain = None
-        if compute_stress:
+        if strained:
             strain = torch.zeros(graph.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             edge_vec = edge_vec + torch.einsum("ei,eij->ej", edge_vec, symmetric[graph.batch[graph.edge_dst]])
@@ -92,8 +97,9 @@ def energy_forces_stress(
     if compute_forces:
         result["forces"] = -grads[0]
     if compute_stress:
-        result["virial"] = grads[1]
-        result["stress"] = stress_from_virial(graph, grads[1])
+        result["stress"] = stress_from_virial(graph, grads[-1])
+    if compute_virial:
+        result["virial"] = grads[-1]
     return result
 
 
