@@ -13,7 +13,9 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
     """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
 
     If the body raises (or the process dies), ``path`` is untouched and the temporary file
-    is removed (or left as an ignorable ``.tmp`` sibling after a hard kill).
+    is removed (or left as an ignorable ``.tmp`` sibling after a hard kill). An ``OSError``
+    without a file name (a full disk on ``write``, ``flush`` or ``fsync``) is raised again as
+    the same kind of ``OSError`` naming ``path``, so that the message says which file failed.
 
     Parameters
     ----------
@@ -21,6 +23,12 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
         Destination file. Its directory is created if needed.
     mode : {"wb", "w"}
         Binary or text mode.
+
+    Raises
+    ------
+    OSError
+        The directory cannot be created or written (``filename`` is the directory or
+        ``path``), or the disk is full (``errno.ENOSPC``, ``filename`` is ``path``).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
@@ -33,15 +41,23 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
-    except BaseException:
+        _sync_directory(path.parent)
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # OSError(errno, ...) returns the matching subclass (PermissionError, ...)
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every file system allows it)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass

@@ -5,6 +5,10 @@ registers the subcommand and sets ``func`` (a callable taking the parsed namespa
 returning an exit code) as its default. Every subcommand module is imported to build the parser,
 so they import torch, e3nn, ase and the rest of the package inside their functions: CLI startup
 time (``relaxed-e3nn --version`` and ``--help`` stay well under a second of CPU).
+
+Bad input (``ValueError``) and operating-system errors (``OSError``: a missing file, a full disk,
+no permission, an output directory another run holds) end the command with one line
+``relaxed-e3nn COMMAND: error: WHAT (PATH)`` on stderr and exit status 1, no traceback.
 """
 import argparse
 import importlib
@@ -39,6 +43,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"relaxed-e3nn {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input, a missing file, a full disk, no permission, a busy output_dir
+        print(f"relaxed-e3nn {args.command}: error: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+def _describe(err: Exception) -> str:
+    """The message of an error: an ``OSError`` as ``<what> (<path>)``, anything else as its text."""
+    if isinstance(err, OSError) and err.strerror:
+        paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+        return f"{err.strerror} ({', '.join(paths)})" if paths else err.strerror
+    return str(err)

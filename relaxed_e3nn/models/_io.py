@@ -33,6 +33,7 @@ elements (any frame), so the group survives the round trip exactly. Training che
 same dict (:func:`model_to_dict`) next to their own state.
 """
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -378,9 +379,10 @@ def save(model: Model, path: Union[str, os.PathLike], *, metadata: Optional[Mapp
     >>> load("model.pt").metadata["data_keys"]                                     # doctest: +SKIP
     {'energy': 'REF_energy'}
     """
-    payload = model_to_dict(model, metadata=metadata)
+    buffer = io.BytesIO()  # serialised first: torch.save turns a failing write into a RuntimeError
+    torch.save(model_to_dict(model, metadata=metadata), buffer)
     with atomic_write(path, "wb") as handle:
-        torch.save(payload, handle)
+        handle.write(buffer.getvalue())
 
 
 def load(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtype = None, kind: str = None) -> Model:

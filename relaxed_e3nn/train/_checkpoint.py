@@ -38,8 +38,10 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> Non
     outer = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
              "sha256": hashlib.sha256(raw).hexdigest(),
              "payload": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}
+    buffer = io.BytesIO()  # serialised first: torch.save turns a failing write into a RuntimeError
+    torch.save(outer, buffer)
     with atomic_write(path, "wb") as handle:
-        torch.save(outer, handle)
+        handle.write(buffer.getvalue())
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict[str, Any]:

@@ -32,7 +32,7 @@ from relaxed_e3nn.groups import point_group
 from relaxed_e3nn.models import save
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from relaxed_e3nn.train._config import DynamicsConfig
-from relaxed_e3nn.train._outputs import write_metrics
+from relaxed_e3nn.train._outputs import output_dir_lock, write_metrics
 from relaxed_e3nn.train._result import DYNAMICS_UNITS, TrainResult, metrics_summary
 
 __all__ = ["train_dynamics", "build_dynamics_model", "load_dynamics_splits", "DYNAMICS_DEFAULTS",
@@ -206,6 +206,12 @@ def train_dynamics(config: Union[DynamicsConfig, Dict[str, Any]],
         ``group_order``, ``model_path`` and the resolved ``config``.
     """
     cfg = DynamicsConfig.from_dict(config)
+    with output_dir_lock(cfg.output_dir):  # a second run on output_dir fails at once
+        return _train_dynamics(cfg, data)
+
+
+def _train_dynamics(cfg: DynamicsConfig, data: Optional[BoxDynamicsData]) -> TrainResult:
+    """The run of :func:`train_dynamics`, while it holds the output directory."""
     dtype = dtype_from_name(cfg.dtype)
     raw = load_dynamics_splits(cfg, data)
     train, val, test = (_Tensors(split, dtype) for split in raw)
@@ -248,7 +254,7 @@ def _warn_if_dominated(best: Dict[str, Any], num_val: int) -> None:
         warnings.warn(
             f"train_dynamics: at the kept epoch {best['epoch']} the largest 1% of the validation samples' errors "
             f"carry {100 * best['top_share']:.1f}% of the validation MSE {best['val_mse']:.4g}; the trimmed score "
-            f"is {best['score']:.4g}. A few outliers dominate the validation loss.", UserWarning, stacklevel=3)
+            f"is {best['score']:.4g}. A few outliers dominate the validation loss.", UserWarning, stacklevel=4)
 
 
 class _Run:

@@ -30,8 +30,8 @@ from relaxed_e3nn.train._data import (MIN_VALIDATION, apply_split, epoch_batches
 from relaxed_e3nn.train._distributed import DistributedContext, setup_distributed
 from relaxed_e3nn.train._ema import ExponentialMovingAverage
 from relaxed_e3nn.train._evaluation import evaluate_sharded, metrics_by_config_type
-from relaxed_e3nn.train._outputs import (config_type_table, epoch_summary, log, plot_history, progress_bar,
-                                         write_config, write_history_csv, write_metrics)
+from relaxed_e3nn.train._outputs import (config_type_table, epoch_summary, log, output_dir_lock, plot_history,
+                                         progress_bar, write_config, write_history_csv, write_metrics)
 from relaxed_e3nn.train._result import ENERGY_UNITS, TrainResult, metrics_summary
 from relaxed_e3nn.train._statistics import atomic_energies_from_e0s, initialise_output, refit_atomic_energies
 from relaxed_e3nn.train._targets import loss_from_sums, target_sums
@@ -84,7 +84,8 @@ def train(config: Union[TrainConfig, DynamicsConfig, Dict[str, Any]]) -> TrainRe
     cfg = TrainConfig.from_dict(config)
     ctx = setup_distributed(cfg.device)
     try:
-        return _Trainer(cfg, ctx).run()
+        with output_dir_lock(cfg.output_dir, enabled=ctx.is_main):  # a second run on output_dir fails
+            return _Trainer(cfg, ctx).run()
     finally:
         ctx.close()
 

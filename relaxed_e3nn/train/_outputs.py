@@ -1,13 +1,22 @@
 """What a run writes and prints: metrics (CSV, JSON), the loss-curve plot, the config, progress lines.
 
-Every file is written atomically (:func:`relaxed_e3nn._atomic.atomic_write`).
+Every file is written atomically (:func:`relaxed_e3nn._atomic.atomic_write`). A run holds its
+output directory with :func:`output_dir_lock` so that a second run on it fails at once.
 """
+import contextlib
 import csv
+import errno
 import io
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs are not locked
+    fcntl = None
 
 import yaml
 from matplotlib.figure import Figure
@@ -16,8 +25,81 @@ from tqdm import tqdm
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn.train._result import ENERGY_UNITS, display_value, metric_unit, to_display_units
 
-__all__ = ["write_metrics", "write_history_csv", "write_config", "plot_history", "log", "progress_bar",
+__all__ = ["output_dir_lock", "OutputDirectoryBusy", "LOCK_NAME", "write_metrics", "write_history_csv", "write_config", "plot_history", "log", "progress_bar",
            "epoch_summary", "config_type_table"]
+
+LOCK_NAME = ".lock"
+
+
+class OutputDirectoryBusy(OSError):
+    """Another run holds the output directory's lock (``filename`` is the directory)."""
+
+    def __str__(self) -> str:
+        return f"{self.strerror} ({self.filename})"
+
+
+@contextlib.contextmanager
+def output_dir_lock(directory: Optional[Union[str, os.PathLike]], enabled: bool = True) -> Iterator[None]:
+    """Hold ``directory/.lock`` (``fcntl.flock``, exclusive, non-blocking) for the body.
+
+    The lock belongs to the open file, so the kernel releases it when the process ends in any
+    way (``kill -9`` included): a killed run is continued with ``resume`` at once. On a normal
+    or failing exit the lock file is removed, and the directory too when this call created it
+    and nothing else was written. The lock file holds the holder's process id.
+
+    Parameters
+    ----------
+    directory : str, os.PathLike or None
+        The run's output directory (created if needed); ``None`` locks nothing.
+    enabled : bool
+        ``False`` locks nothing (the ranks other than 0 of a data-parallel run).
+
+    Raises
+    ------
+    OutputDirectoryBusy
+        Another process holds the lock.
+    """
+    if directory is None or not enabled or fcntl is None:
+        yield
+        return
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_NAME
+    fd = _acquire(path, directory)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # before the unlock: a run waiting on this inode sees it is gone
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only when empty
+
+
+def _acquire(path: Path, directory: Path) -> int:
+    """Open, lock and return ``path``'s descriptor; retried while the locked file is not the one at ``path``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise OutputDirectoryBusy(
+                errno.EBUSY, f"output_dir is in use: another run{f' (process {holder})' if holder else ''} "
+                f"holds its lock {LOCK_NAME}; wait for it to end or choose another output_dir",
+                str(directory)) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # the lock file holds a pid for the message above, written in place (not data)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the holder removed the file between our open and our lock: take the new one
 
 
 def write_history_csv(path: Path, history: List[Dict[str, float]]) -> None:
