@@ -48,7 +48,7 @@ def train_phase(phase: str, out: Path, epochs: int, num_train: int, seed: int):
         "data": {
             "train": {"generator": "perovskite_distortion", "num_samples": num_train, "seed": seed, "phase": phase,
                       "split": "train", "supercells": [1]},
-            "test": {"generator": "perovskite_distortion", "n": 24, "seed": seed + 1, "phase": phase,
+            "test": {"generator": "perovskite_distortion", "num_samples": 24, "seed": seed + 1, "phase": phase,
                      "split": "test", "supercells": [1, 2]},
             "node_targets": ["displacements"],
         },

@@ -245,7 +245,7 @@ def test_initial_shifts_with_a_given_scale():
 @pytest.mark.slow
 def test_node_targets_from_generator_with_ema(tmp_path):
     config = tiny_train_config(
-        {"generator": "perovskite_distortion", "n": 10, "seed": 0, "supercells": [1]}, tmp_path / "run",
+        {"generator": "perovskite_distortion", "num_samples": 10, "seed": 0, "supercells": [1]}, tmp_path / "run",
         epochs=3, ema_decay=0.5, data={"node_targets": ["displacements"], "val_fraction": 0.2},
         extra_model={"output": "node", "irreps_out": "1o", "cutoff": 3.0})
     result = train(config)
