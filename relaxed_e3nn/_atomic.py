@@ -1,5 +1,6 @@
 """Atomic file writes: a file is either absent, the old version, or complete — never half-written."""
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -27,13 +28,14 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
     Raises
     ------
     OSError
-        The directory cannot be created or written (``filename`` is the directory or
-        ``path``), or the disk is full (``errno.ENOSPC``, ``filename`` is ``path``).
+        ``path`` is a directory or lies under a file, its directory cannot be created or
+        written, or the disk is full (``errno.ENOSPC``); ``filename`` names ``path`` or the
+        file in its way.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_destination(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
@@ -45,10 +47,22 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator:
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+        if isinstance(err, OSError) and err.filename in (None, tmp) and err.errno is not None:
             # OSError(errno, ...) returns the matching subclass (PermissionError, ...)
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
+
+
+def _check_destination(path: Path) -> None:
+    """Create ``path``'s directory; refuse a ``path`` that is a directory or lies under a file."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sync_directory(directory: Path) -> None:
