@@ -71,8 +71,8 @@ def timing_table(hidden, num_layers, repeats, variants):
         group = point_group(name)
         for variant in variants:
             # a fresh baseline next to each measurement, so that load drifts affect both sides alike
-            base_wall, base_cpu = time_training_step(EGNN(1, hidden=hidden, layers=num_layers), repeats=repeats)
-            model = DEGNN(group, 1, hidden=hidden, layers=num_layers, variant=variant)
+            base_wall, base_cpu = time_training_step(EGNN(1, hidden=hidden, num_layers=num_layers), repeats=repeats)
+            model = DEGNN(group, 1, hidden=hidden, num_layers=num_layers, variant=variant)
             wall, cpu = time_training_step(model, repeats=repeats)
             print(
                 f"DEGNN {name:3s} |G|={group.order:2d} {variant:9s} {wall * 1e3:8.1f} {wall / base_wall:6.2f}x "

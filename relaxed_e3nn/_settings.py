@@ -72,7 +72,7 @@ def renamed_arguments(**renames: str):
     def decorate(function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            return function(*args, **renamed_keys(kwargs, renames, function.__name__))
+            return function(*args, **renamed_keys(kwargs, renames, function.__qualname__))
 
         return wrapper
 

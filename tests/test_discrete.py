@@ -161,7 +161,7 @@ def test_cubic_permutation_elements_in_the_standard_frame():
     """The 40 Oh elements that are not sign flips (the per-axis-weight failure case) are exact."""
     with default_dtype(torch.float64):
         oh = point_group("Oh").elements
-        model = DEGNN(oh, node_attr_dim=2, hidden=12, layers=2)
+        model = DEGNN(oh, node_attr_dim=2, hidden=12, num_layers=2)
         _scale_up(model, readout=10.0)
         pos, vel, attr, src, dst = _system(5, seed=3, dtype=torch.float64)
         ref = model(pos, vel, attr, src, dst)
@@ -176,7 +176,7 @@ def test_cubic_permutation_elements_in_the_standard_frame():
 def test_model_equivariance_both_dtypes(dtype, variant):
     group = point_group("D4h", frame=random_rotation(torch.Generator().manual_seed(5)))
     center = torch.tensor([0.3, -1.2, 0.7])
-    model = DEGNN(group, node_attr_dim=2, hidden=16, layers=3, variant=variant, center=center, node_orbit=True)
+    model = DEGNN(group, node_attr_dim=2, hidden=16, num_layers=3, variant=variant, center=center, node_orbit=True)
     _scale_up(model, readout=3.0)
     pos, vel, attr, src, dst = _system(5, seed=1, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
@@ -191,7 +191,7 @@ def test_model_equivariance_both_dtypes(dtype, variant):
 def test_model_is_not_equivariant_beyond_its_group(dtype):
     """Negative control: a generic rotation and an element outside G both break the check."""
     group = point_group("D2h")
-    model = DEGNN(group, node_attr_dim=2, hidden=16, layers=2)
+    model = DEGNN(group, node_attr_dim=2, hidden=16, num_layers=2)
     _scale_up(model, readout=3.0)
     pos, vel, attr, src, dst = _system(5, seed=2, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
@@ -200,7 +200,7 @@ def test_model_is_not_equivariant_beyond_its_group(dtype):
     for g in (generic, four_fold, -generic):
         assert _rel_err(model(pos @ g.T, vel @ g.T, attr, src, dst), ref @ g.T) > 1e-3
     # and the trivial group C1 is not even D2h-equivariant
-    trivial = DEGNN(point_group("C1"), node_attr_dim=2, hidden=16, layers=2)
+    trivial = DEGNN(point_group("C1"), node_attr_dim=2, hidden=16, num_layers=2)
     _scale_up(trivial, readout=3.0)
     ref1 = trivial(pos, vel, attr, src, dst)
     flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=dtype))
@@ -261,7 +261,7 @@ def test_degenerate_inputs_stay_exact(variant):
     """All particles at the centre at rest, or collinear on an axis: fully stabilised orbits."""
     with default_dtype(torch.float64):
         group = point_group("Oh")
-        model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
+        model = DEGNN(group, node_attr_dim=1, hidden=8, num_layers=2, variant=variant, node_orbit=True)
         _scale_up(model, readout=3.0)
         src, dst, _ = fully_connected_batch(1, 4)
         attr = torch.tensor([[1.0], [-1.0], [1.0], [0.5]])
@@ -280,7 +280,7 @@ def test_degenerate_inputs_stay_exact(variant):
 
 # -- permutations, batches, centres ------------------------------------------------------------
 def test_permutation_equivariance(dtype):
-    model = DEGNN(point_group("C3v"), node_attr_dim=2, hidden=16, layers=2, variant="ranking")
+    model = DEGNN(point_group("C3v"), node_attr_dim=2, hidden=16, num_layers=2, variant="ranking")
     _scale_up(model, readout=3.0)
     pos, vel, attr, src, dst = _system(6, seed=4, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
@@ -292,7 +292,7 @@ def test_permutation_equivariance(dtype):
 
 def test_batched_systems_with_per_system_centres(dtype):
     group = point_group("C4v")
-    model = DEGNN(group, node_attr_dim=2, hidden=16, layers=2, node_orbit=True)
+    model = DEGNN(group, node_attr_dim=2, hidden=16, num_layers=2, node_orbit=True)
     _scale_up(model, readout=3.0)
     p1, v1, a1, s1, d1 = _system(4, seed=5, dtype=dtype)
     p2, v2, a2, s2, d2 = _system(5, seed=6, dtype=dtype)
@@ -373,7 +373,7 @@ def test_pooling_kernel_matches_generic_path():
 
 # -- EGNN baseline ------------------------------------------------------------------------------
 def test_egnn_is_e3_equivariant(dtype):
-    model = EGNN(node_attr_dim=2, hidden=16, layers=3)
+    model = EGNN(node_attr_dim=2, hidden=16, num_layers=3)
     pos, vel, attr, src, dst = _system(5, seed=3, dtype=dtype)
     inputs = ["cartesian_points", "1o", None, None, None]
     error = equivariance_error(model, (pos, vel, attr, src, dst), inputs, "cartesian_points", num_elements=6, translate=True)
@@ -382,7 +382,7 @@ def test_egnn_is_e3_equivariant(dtype):
 
 def test_egnn_check_fails_when_the_symmetry_is_broken(dtype):
     """Negative control: velocities left unrotated, or an input-dependent offset, break the check."""
-    model = EGNN(node_attr_dim=2, hidden=16, layers=3)
+    model = EGNN(node_attr_dim=2, hidden=16, num_layers=3)
     pos, vel, attr, src, dst = _system(5, seed=3, dtype=dtype)
     ref = model(pos, vel, attr, src, dst)
     r = random_rotation(torch.Generator().manual_seed(4)).to(dtype)
@@ -399,7 +399,7 @@ def test_egnn_check_fails_when_the_symmetry_is_broken(dtype):
 
 # -- input validation ---------------------------------------------------------------------------
 def test_bad_input_raises_clear_errors():
-    model = DEGNN(point_group("C2v"), node_attr_dim=1, hidden=8, layers=1)
+    model = DEGNN(point_group("C2v"), node_attr_dim=1, hidden=8, num_layers=1)
     pos, vel, attr, src, dst = _system(4, seed=0, dtype=torch.float32)
     attr = attr[:, :1]
     with pytest.raises(ValueError, match="pos"):
@@ -432,6 +432,7 @@ def test_train_dynamics_smoke(tmp_path):
     assert math.isfinite(result["test_mse"]) and result["time_per_step_s"] > 0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_mse"] == pytest.approx(result["test_mse"])
+    assert written["num_parameters"] == written["n_parameters"] == sum(p.numel() for p in result.model.parameters())
     egnn = train_dynamics({**config, "model": "egnn", "output_dir": None})
     assert egnn["group_order"] is None and math.isfinite(egnn["test_mse"])
     with pytest.raises(ValueError, match="unknown keys"):
@@ -445,7 +446,7 @@ def test_graph_without_edges(variant):
     """Isolated particles: only the node term and the velocity term act, still equivariant."""
     with default_dtype(torch.float64):
         group = point_group("D4h")
-        model = DEGNN(group, node_attr_dim=1, hidden=8, layers=2, variant=variant, node_orbit=True)
+        model = DEGNN(group, node_attr_dim=1, hidden=8, num_layers=2, variant=variant, node_orbit=True)
         _scale_up(model, readout=3.0)
         pos = torch.randn(3, 3, requires_grad=True)
         vel, attr = torch.randn(3, 3), torch.ones(3, 1)
@@ -464,7 +465,7 @@ def test_moving_to_float64_keeps_the_group_exact():
     frame = random_rotation(3)
     group = point_group("D3d", frame=frame)
     with default_dtype(torch.float32):
-        model = DEGNN(group, 2, hidden=8, layers=1)
+        model = DEGNN(group, 2, hidden=8, num_layers=1)
     assert (model.layers[0].elements.double() - group.elements).abs().max() > 1e-9  # float32-rounded
     model = model.to(torch.float64)
     assert torch.equal(model.layers[0].elements, group.elements)

@@ -1,4 +1,6 @@
 """Well-posed dynamics models: baselines, scalar normalisation, bounded outputs, exact equivariance kept."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,7 @@ def _fitted(model, dtype, seed=3):
 
 
 def _box_degnn(group="D2h", **kwargs):
-    options = dict(node_attr_dim=1, hidden=12, layers=2, center=CENTER, baseline="reflected", time_step=0.7,
+    options = dict(node_attr_dim=1, hidden=12, num_layers=2, center=CENTER, baseline="reflected", time_step=0.7,
                    half_widths=WIDTHS, coefficient_bound=1.0, normalize=True, node_orbit=True)
     options.update(kwargs)
     return DEGNN(point_group(group), **options)
@@ -82,7 +84,7 @@ def test_normalised_reflected_degnn_is_exactly_box_equivariant(dtype, variant, m
 def test_normalised_model_in_a_random_frame_is_exactly_equivariant(dtype):
     frame = _rotation(4)
     group = point_group("D3d", frame=frame)
-    model = DEGNN(group, 1, hidden=12, layers=2, center=CENTER, baseline="free_flight", time_step=0.7,
+    model = DEGNN(group, 1, hidden=12, num_layers=2, center=CENTER, baseline="free_flight", time_step=0.7,
                   coefficient_bound=1.0, normalize=True, variant="attention")
     model = _fitted(model, dtype)
     pos, vel, attr, src, dst = _inputs(dtype)
@@ -92,7 +94,7 @@ def test_normalised_model_in_a_random_frame_is_exactly_equivariant(dtype):
 
 
 def test_normalised_egnn_is_e3_equivariant(dtype):
-    model = _fitted(EGNN(1, hidden=12, layers=2, center=CENTER, baseline="free_flight", time_step=0.7,
+    model = _fitted(EGNN(1, hidden=12, num_layers=2, center=CENTER, baseline="free_flight", time_step=0.7,
                          coefficient_bound=1.0, normalize=True), dtype)
     pos, vel, attr, src, dst = _inputs(dtype)
     ref = model(pos, vel, attr, src, dst)
@@ -161,9 +163,17 @@ def test_save_load_is_bit_for_bit_with_statistics(dtype, tmp_path):
 
 
 def test_configs_without_the_new_options_build_the_format1_model():
-    old = {"node_attr_dim": 1, "hidden": 8, "layers": 1, "center": [0.0, 0.0, 0.0]}
-    model = EGNN.from_config(old)
+    old = {"node_attr_dim": 1, "hidden": 8, "layers": 1, "center": [0.0, 0.0, 0.0]}  # format-1 key names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an older file's former key name is read quietly
+        model = EGNN.from_config(old)
     assert model.baseline == "none" and not model.normalize and model.coefficient_bound is None
-    assert model.to_config() == old
+    assert model.to_config() == {"node_attr_dim": 1, "hidden": 8, "num_layers": 1, "center": [0.0, 0.0, 0.0]}
+    with pytest.warns(DeprecationWarning, match="EGNN.__init__: 'layers' is deprecated; use 'num_layers'"):
+        assert EGNN(1, hidden=8, layers=1).num_layers == 1
+    with pytest.warns(DeprecationWarning, match="DEGNN.__init__: 'layers' is deprecated; use 'num_layers'"):
+        assert DEGNN("C2", 1, hidden=8, layers=2).num_layers == 2
+    with pytest.raises(ValueError, match="hidden and num_layers must be positive integers"):
+        EGNN(1, hidden=8, num_layers=0)
     with pytest.raises(ValueError, match="unknown keys \\['baselines'\\]"):
         EGNN.from_config({**old, "baselines": "none"})

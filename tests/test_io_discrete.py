@@ -63,7 +63,7 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module):
 
 def degnn_in_random_frame(**kwargs):
     group = point_group("D3d", frame=random_rotation(1))
-    options = dict(node_attr_dim=2, hidden=8, layers=2, variant="ranking", center=CENTER, node_orbit=True)
+    options = dict(node_attr_dim=2, hidden=8, num_layers=2, variant="ranking", center=CENTER, node_orbit=True)
     options.update(kwargs)
     return DEGNN(group, **options), group
 
@@ -117,7 +117,7 @@ def test_degnn_dtype_change_keeps_the_exact_group():
 
 
 def test_egnn_round_trip_bitwise(dtype, tmp_path):
-    model = EGNN(2, hidden=8, layers=2, center=CENTER).eval()
+    model = EGNN(2, hidden=8, num_layers=2, center=CENTER).eval()
     before = model(*inputs(dtype))
     path = tmp_path / "egnn.pt"
     save(model, path)
@@ -127,7 +127,7 @@ def test_egnn_round_trip_bitwise(dtype, tmp_path):
     assert torch.equal(loaded(*inputs(dtype)), before)
     payload = model_to_dict(loaded)
     assert payload["kind"] == "EGNN"
-    assert payload["config"] == {"node_attr_dim": 2, "hidden": 8, "layers": 2, "center": model.center.tolist()}
+    assert payload["config"] == {"node_attr_dim": 2, "hidden": 8, "num_layers": 2, "center": model.center.tolist()}
 
 
 def test_relaxed_network_file_without_kind_still_loads(tmp_path):
@@ -148,7 +148,7 @@ def test_relaxed_network_file_without_kind_still_loads(tmp_path):
 
 def test_bad_payloads_raise_clear_errors(tmp_path):
     with default_dtype(torch.float64):
-        model, _ = degnn_in_random_frame(layers=1)
+        model, _ = degnn_in_random_frame(num_layers=1)
     good = model_to_dict(model)
 
     with pytest.raises(ValueError, match="unknown model kind 'SchNet'"):
@@ -158,7 +158,7 @@ def test_bad_payloads_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"invalid DEGNN config.*missing keys \['variant'\]"):
         model_from_dict({**good, "config": config})
     with pytest.raises(ValueError, match=r"invalid EGNN config.*unknown keys \['group'"):
-        model_from_dict({**model_to_dict(EGNN(2, hidden=4, layers=1)), "config": {**good["config"]}})
+        model_from_dict({**model_to_dict(EGNN(2, hidden=4, num_layers=1)), "config": {**good["config"]}})
     sheared = np.array(good["config"]["group"])
     sheared[1, 0, 1] += 0.1
     with pytest.raises(ValueError, match="invalid DEGNN config.*orthogonal"):
@@ -166,7 +166,7 @@ def test_bad_payloads_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="invalid DEGNN config.*group"):
         model_from_dict({**good, "config": {**good["config"], "group": "D3d in my frame"}})
     # weights whose group is another frame's D3d: same shapes, a different group
-    other = model_to_dict(DEGNN("D3d", **{k: good["config"][k] for k in ("node_attr_dim", "hidden", "layers")},
+    other = model_to_dict(DEGNN("D3d", **{k: good["config"][k] for k in ("node_attr_dim", "hidden", "num_layers")},
                                 variant="ranking", node_orbit=True))
     state = {**good["state_dict"], "layers.0.elements": other["state_dict"]["layers.0.elements"]}
     with pytest.raises(ValueError, match="layers.0.elements.*differs from the config's group"):

@@ -209,7 +209,7 @@ def test_tolerance_scan_and_its_summary():
 
 def test_equivariance_error_propagates_nan_and_does_not_warn():
     x = torch.randn(5, 3, dtype=torch.float64)
-    nan = equivariance_error(lambda p: p * float("nan"), [x], "cartesian_points", "cartesian_points", n=4)
+    nan = equivariance_error(lambda p: p * float("nan"), [x], "cartesian_points", "cartesian_points", num_elements=4)
     assert math.isnan(nan.max_abs) and math.isnan(nan.max_rel)
     assert all(math.isnan(b.abs_error) for b in nan.blocks)
     weight = torch.ones(1, dtype=torch.float64, requires_grad=True)
@@ -220,9 +220,9 @@ def test_equivariance_error_propagates_nan_and_does_not_warn():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ok = equivariance_error(with_grad, [x], "cartesian_points", "cartesian_points", n=4)
+        ok = equivariance_error(with_grad, [x], "cartesian_points", "cartesian_points", num_elements=4)
     assert ok.max_abs < 1e-12
     # negative control: a non-equivariant function is caught
     bad = equivariance_error(lambda p: p + torch.tensor([1.0, 0, 0], dtype=torch.float64), [x],
-                             "cartesian_points", "cartesian_points", n=4)
+                             "cartesian_points", "cartesian_points", num_elements=4)
     assert bad.max_abs > 0.1

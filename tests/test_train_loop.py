@@ -396,6 +396,15 @@ def test_bad_input_fails_before_training(tmp_path, change, match):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_deprecated_model_keys_warn_and_train(tmp_path):
+    data = write_emt_copper(tmp_path / "cu.xyz", n=4, seed=0)
+    config = tiny_train_config(str(data), tmp_path / "run", epochs=1)
+    config["model"].update(radial_layers=1)
+    with pytest.warns(DeprecationWarning, match="'radial_layers' is deprecated; use 'num_radial_layers'"):
+        result = train(config)
+    assert result.model.config.num_radial_layers == 1
+
+
 
 def _rotated_predictions(model, frames, rotation):
     """Energies and forces that ``predict`` gives for ``frames`` with every position mapped by ``rotation``."""

@@ -65,7 +65,7 @@ def _error(model, atoms, group, dtype):
         out = model(replace(graph, pos=pos), compute_forces=True)
         return out["energy"][:, None].detach(), out["forces"].detach()
 
-    return equivariance_error(fn, [graph.pos], "cartesian_points", ["0e", "1o"], group=group, n=8).max_rel
+    return equivariance_error(fn, [graph.pos], "cartesian_points", ["0e", "1o"], group=group, num_elements=8).max_rel
 
 
 # ----------------------------------------------------------------------------- projection
@@ -212,7 +212,7 @@ def test_isotropic_targets_validate_the_parent(isotropic):
         out = applied(replace(graph, pos=pos), compute_forces=True)
         return out["energy"][:, None].detach(), out["forces"].detach()
 
-    error = equivariance_error(fn, [graph.pos], "cartesian_points", ["0e", "1o"], group=point_group("Td"), n=24)
+    error = equivariance_error(fn, [graph.pos], "cartesian_points", ["0e", "1o"], group=point_group("Td"), num_elements=24)
     assert error.max_rel < 1e-10
 
 

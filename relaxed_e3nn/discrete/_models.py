@@ -98,21 +98,22 @@ STATISTICS_BUFFERS = ("length_scale", "velocity_scale", "attr_scale", "target_sc
 class _DynamicsModel(torch.nn.Module):
     """Shared embedding, input checks, normalisation, baseline, the stack of layers and the config round trip."""
 
-    _CONFIG_KEYS = ("node_attr_dim", "hidden", "layers", "center")
+    _CONFIG_KEYS = ("node_attr_dim", "hidden", "num_layers", "center")
+    _FORMER_KEYS = {"layers": "num_layers"}  # read from older files without a warning
 
-    def __init__(self, node_attr_dim: int, hidden: int, layers: int, center, baseline: str = "none",
+    def __init__(self, node_attr_dim: int, hidden: int, num_layers: int, center, baseline: str = "none",
                  time_step: Optional[float] = None, half_widths=None, coefficient_bound: Optional[float] = None,
                  normalize: bool = False):
         super().__init__()
         if int(node_attr_dim) < 0:
             raise ValueError(f"node_attr_dim must be >= 0, got {node_attr_dim!r}")
-        if int(hidden) < 1 or int(layers) < 1:
-            raise ValueError(f"hidden and layers must be positive integers, got {hidden!r}, {layers!r}")
+        if int(hidden) < 1 or int(num_layers) < 1:
+            raise ValueError(f"hidden and num_layers must be positive integers, got {hidden!r}, {num_layers!r}")
         if coefficient_bound is not None and not float(coefficient_bound) > 0:
             raise ValueError(f"coefficient_bound must be a positive number or None, got {coefficient_bound!r}")
         self.node_attr_dim = int(node_attr_dim)
         self.hidden = int(hidden)
-        self.num_layers = int(layers)
+        self.num_layers = int(num_layers)
         self.half_widths = checked_option(baseline, time_step, half_widths, type(self).__name__)
         self.baseline = baseline
         self.time_step = None if time_step is None else float(time_step)
@@ -139,7 +140,7 @@ class _DynamicsModel(torch.nn.Module):
         return {
             "node_attr_dim": self.node_attr_dim,
             "hidden": self.hidden,
-            "layers": self.num_layers,
+            "num_layers": self.num_layers,
             "center": [float(x) for x in self.center.detach().cpu().tolist()],
             **{k: v for k, v in options.items() if v != _WELL_POSED_DEFAULTS[k]},
         }
@@ -148,6 +149,7 @@ class _DynamicsModel(torch.nn.Module):
     def _kwargs_from_config(cls, config: dict) -> dict:
         if not isinstance(config, dict):
             raise TypeError(f"{cls.__name__}.from_config: config must be a dict, got {type(config).__name__}")
+        config = {cls._FORMER_KEYS.get(k, k): v for k, v in config.items()}
         missing = [k for k in cls._CONFIG_KEYS if k not in config]
         unknown = sorted(set(config) - set(cls._CONFIG_KEYS) - set(_WELL_POSED_DEFAULTS))
         if missing or unknown:
@@ -163,6 +165,7 @@ class _DynamicsModel(torch.nn.Module):
 
         Options added after format 1 (``baseline``, ``time_step``, ``half_widths``,
         ``coefficient_bound``, ``normalize``) may be absent: they then take the format-1 behaviour.
+        The former key ``layers`` (older files) is read as ``num_layers`` without a warning.
 
         Raises
         ------
@@ -265,8 +268,8 @@ class DEGNN(_DynamicsModel):
         Number of per-particle invariant scalars.
     hidden : int
         Width of node features, messages and (by default) the per-element orbit features.
-    layers : int
-        Number of message-passing layers.
+    num_layers : int
+        Number of message-passing layers (``layers``: deprecated name).
     variant : {"pooling", "attention", "ranking"}
         Orbit reduction (see :class:`PointGroupMessagePassing`).
     center : array_like, optional
@@ -295,7 +298,7 @@ class DEGNN(_DynamicsModel):
     >>> from relaxed_e3nn.discrete import DEGNN
     >>> flips = torch.stack([torch.diag(torch.tensor(s, dtype=torch.float64))
     ...                      for s in [(1., 1, 1), (-1., 1, 1), (1., -1, 1), (-1., -1, 1)]])
-    >>> model = DEGNN(flips, node_attr_dim=1, hidden=8, layers=2)
+    >>> model = DEGNN(flips, node_attr_dim=1, hidden=8, num_layers=2)
     >>> src, dst = torch.tensor([0, 1]), torch.tensor([1, 0])
     >>> model(torch.randn(2, 3), torch.randn(2, 3), torch.ones(2, 1), src, dst).shape
     torch.Size([2, 3])
@@ -305,12 +308,13 @@ class DEGNN(_DynamicsModel):
         "group", "group_name", "variant", "reduce", "orbit_width", "node_orbit",
     )
 
+    @renamed_arguments(layers="num_layers")
     def __init__(
         self,
         group,
         node_attr_dim: int,
         hidden: int = 64,
-        layers: int = 4,
+        num_layers: int = 4,
         variant: str = "pooling",
         center=None,
         reduce: str = "mean",
@@ -318,7 +322,7 @@ class DEGNN(_DynamicsModel):
         node_orbit: bool = False,
         **well_posed,
     ):
-        super().__init__(node_attr_dim, hidden, layers, center, **well_posed)
+        super().__init__(node_attr_dim, hidden, num_layers, center, **well_posed)
         self.variant = variant  # validated by the layers
         # float64 master copy of the group (the layers' buffers follow the model's dtype), kept
         # for the config so the group survives save/load exactly whatever the model's dtype
@@ -443,8 +447,8 @@ class EGNN(_DynamicsModel):
     ----------
     node_attr_dim : int
         Number of per-particle invariant scalars.
-    hidden, layers : int
-        Width and depth.
+    hidden, num_layers : int
+        Width and depth (``layers``: deprecated name of ``num_layers``).
     center : array_like, optional
         Accepted for a uniform interface; E(3)-equivariance makes the output independent of it.
     baseline : {"none", "free_flight"}
@@ -453,8 +457,9 @@ class EGNN(_DynamicsModel):
         As for :class:`DEGNN`.
     """
 
-    def __init__(self, node_attr_dim: int, hidden: int = 64, layers: int = 4, center=None, **well_posed):
-        super().__init__(node_attr_dim, hidden, layers, center, **well_posed)
+    @renamed_arguments(layers="num_layers")
+    def __init__(self, node_attr_dim: int, hidden: int = 64, num_layers: int = 4, center=None, **well_posed):
+        super().__init__(node_attr_dim, hidden, num_layers, center, **well_posed)
         if self.baseline == "reflected":
             raise ValueError("EGNN: the 'reflected' baseline breaks E(3); use 'free_flight' (x + v dt)")
         for _ in range(self.num_layers):

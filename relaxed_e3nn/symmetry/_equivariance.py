@@ -8,6 +8,7 @@ from ase import Atoms
 from e3nn import o3
 
 from relaxed_e3nn._checks import parse_irreps
+from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data import collate, from_ase
 from relaxed_e3nn.groups import D_from_matrix, as_point_group
 
@@ -120,17 +121,17 @@ def _act(spec, g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     return x @ D.T
 
 
-def _elements(group, n: int, generator: torch.Generator) -> tuple:
+def _elements(group, num_elements: int, generator: torch.Generator) -> tuple:
     """Matrices (float64) and a label."""
     if group is None:
-        R = o3.rand_matrix(n, dtype=torch.float64)
+        R = o3.rand_matrix(num_elements, dtype=torch.float64)
         # alternate proper and improper elements so that parity is always exercised
-        sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(n)], dtype=torch.float64)
+        sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(num_elements)], dtype=torch.float64)
         return R * sign[:, None, None], "O3 (Haar)"
     group = as_point_group(group, "group", default="O3")
-    if group.is_finite and group.order <= n:
+    if group.is_finite and group.order <= num_elements:
         return group.elements, group.schoenflies
-    return group.sample(n, generator=generator), group.schoenflies
+    return group.sample(num_elements, generator=generator), group.schoenflies
 
 
 def _outputs(fn: Callable, args) -> list:
@@ -144,13 +145,14 @@ def _outputs(fn: Callable, args) -> list:
     return [y.detach() for y in outs]
 
 
+@renamed_arguments(n="num_elements")
 def equivariance_error(
     fn: Callable,
     args,
     irreps_in,
     irreps_out,
     group=None,
-    n: int = 8,
+    num_elements: int = 8,
     seed: Optional[int] = 0,
 ) -> EquivarianceError:
     r"""Measure :math:`f(g\cdot x) - D_\mathrm{out}(g) f(x)` per output irrep block.
@@ -166,11 +168,11 @@ def equivariance_error(
         (positions; as in e3nn), or not at all (``None``: invariant inputs such as indices).
     irreps_out : same, one per output
     group : None, PointGroup or str
-        ``None``: ``n`` Haar-random O(3) elements, every other one improper (parity included).
-        A finite group: all its elements when ``order <= n``, else ``n`` random elements; a
-        continuous group: ``n`` Haar-random elements of it.
-    n : int
-        Number of elements.
+        ``None``: ``num_elements`` Haar-random O(3) elements, every other one improper (parity
+        included). A finite group: all its elements when ``order <= num_elements``, else
+        ``num_elements`` random elements; a continuous group: ``num_elements`` Haar-random elements of it.
+    num_elements : int
+        Number of elements (``n``: deprecated name).
     seed : int or None
         Seeds the random elements.
 
@@ -182,8 +184,8 @@ def equivariance_error(
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not isinstance(num_elements, int) or isinstance(num_elements, bool) or num_elements < 1:
+        raise ValueError(f"num_elements must be a positive int, got {num_elements!r}")
     args = [args] if isinstance(args, torch.Tensor) else list(args)
     for i, a in enumerate(args):
         if not isinstance(a, torch.Tensor):
@@ -194,7 +196,7 @@ def equivariance_error(
         state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))
     try:
-        mats, label = _elements(group, n, generator)
+        mats, label = _elements(group, num_elements, generator)
     finally:
         if seed is not None:
             torch.random.set_rng_state(state)
@@ -227,7 +229,9 @@ def equivariance_error(
     return EquivarianceError(blocks=blocks, num_elements=len(mats), group=label)
 
 
-def model_equivariance_error(model: torch.nn.Module, structures, group, n: int = 8, seed: Optional[int] = 0) -> EquivarianceError:
+@renamed_arguments(n="num_elements")
+def model_equivariance_error(model: torch.nn.Module, structures, group, num_elements: int = 8,
+                             seed: Optional[int] = 0) -> EquivarianceError:
     r"""Equivariance error of a trained model under ``group`` on given structures (e.g. held-out inputs).
 
     Positions and cells are acted on by :math:`g` (cells as rows of Cartesian vectors); the
@@ -244,8 +248,8 @@ def model_equivariance_error(model: torch.nn.Module, structures, group, n: int =
         The inputs, batched together.
     group : PointGroup or str
         In the structures' coordinates; see :func:`equivariance_error`.
-    n, seed
-        As in :func:`equivariance_error`.
+    num_elements, seed
+        As in :func:`equivariance_error` (``n``: deprecated name of ``num_elements``).
     """
     config = getattr(model, "config", None)
     if config is None or not all(hasattr(config, key) for key in ("cutoff", "output")):
@@ -271,6 +275,6 @@ def model_equivariance_error(model: torch.nn.Module, structures, group, n: int =
         else:
             specs_out = str(model.irreps_out)
         return equivariance_error(fn, [graph.pos, graph.cell], [CARTESIAN, CARTESIAN], specs_out,
-                                  group=group, n=n, seed=seed)
+                                  group=group, num_elements=num_elements, seed=seed)
     finally:
         model.train(was_training)

@@ -202,7 +202,7 @@ def train_dynamics(config: Union[DynamicsConfig, Dict[str, Any]],
         and ``grad_norm`` (largest norm before clipping); ``metrics`` (also ``result[key]``,
         the ``metrics.json`` entries) holds ``test_mse``, ``val_mse``, ``train_mse``,
         ``no_motion_mse`` and ``baseline_mse`` (test MSE of the inputs and of the baseline alone),
-        ``selection``, ``statistics``, ``time_per_step_s``, ``n_parameters``, ``group``,
+        ``selection``, ``statistics``, ``time_per_step_s``, ``num_parameters`` (also under its former name ``n_parameters``), ``group``,
         ``group_order``, ``model_path`` and the resolved ``config``.
     """
     cfg = DynamicsConfig.from_dict(config)
@@ -227,6 +227,7 @@ def _train_dynamics(cfg: DynamicsConfig, data: Optional[BoxDynamicsData]) -> Tra
     model_path = None if output_dir is None else output_dir / "model.pt"
     selection = {"rule": cfg.selection, "trim_fraction": cfg.trim_fraction, "score": run.best["score"],
                  "val_top_share": run.best["top_share"]}
+    num_parameters = sum(p.numel() for p in model.parameters())
     summary = metrics_summary(
         task="box_dynamics", history=run.history, best_epoch=run.best["epoch"], best_val_loss=run.best["val_mse"],
         stopped_early=run.stopped_early, test={"mse": test_mse}, units=DYNAMICS_UNITS, model_path=model_path,
@@ -236,7 +237,7 @@ def _train_dynamics(cfg: DynamicsConfig, data: Optional[BoxDynamicsData]) -> Tra
         selection=selection, statistics=statistics, model=cfg.model, group=group_name,
         group_order=int(model.elements.shape[0]) if isinstance(model, DEGNN) else None,
         time_per_step_s=float(np.median(run.step_times)) if run.step_times else None,
-        n_parameters=sum(p.numel() for p in model.parameters()), config=cfg.to_dict(),
+        num_parameters=num_parameters, n_parameters=num_parameters, config=cfg.to_dict(),  # n_parameters: former name
     )
     _warn_if_dominated(run.best, len(val))
     if output_dir is not None:

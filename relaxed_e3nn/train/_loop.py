@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from relaxed_e3nn._checks import dtype_from_name
-from relaxed_e3nn._settings import check_known, field_names
+from relaxed_e3nn._settings import check_known, renamed_keys
 from relaxed_e3nn.data import collate
 from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig, model_from_dict, model_to_dict, save
 from relaxed_e3nn.nn import make_optimizer
@@ -169,12 +169,10 @@ class _Trainer:
 
     def _model_section(self) -> Dict[str, Any]:
         """The config's model section, checked before any data is read."""
-        model_dict = dict(self.cfg.model)
-        # the fitted values may still be given (then they are not fitted)
-        known = field_names(RelaxedNetworkConfig) + [k for k in _FITTED_STATE
-                                                     if k not in field_names(RelaxedNetworkConfig)]
-        for key in model_dict:
-            check_known(key, known, "config section 'model'")
+        # the fitted values may still be given (then they are not fitted); deprecated names warn once here
+        for key in self.cfg.model:
+            check_known(key, RelaxedNetworkConfig.known_keys(), "config section 'model'")
+        model_dict = renamed_keys(self.cfg.model, RelaxedNetworkConfig.RENAMES, "config section 'model'")
         if self.cfg.strict:
             model_dict["relaxed"] = False
         if model_dict.get("species") is not None or model_dict.get("atomic_energies") is None:
