@@ -18,7 +18,8 @@ name                        data                                                
 """
 from typing import Callable, Dict
 
-from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody, box_nbody_atoms, box_nbody_preset
+from relaxed_e3nn.data.generators._box_nbody import BoxDynamicsData, box_nbody, box_nbody_preset
+from relaxed_e3nn.data.generators._box_nbody_atoms import box_nbody_atoms
 from relaxed_e3nn.data.generators._field_md import UniformFieldCalculator, field_md
 from relaxed_e3nn.data.generators._lorentz import lorentz, lorentz_accelerations, lorentz_residual_group
 from relaxed_e3nn.data.generators._perovskite import (

@@ -33,7 +33,7 @@ import numpy as np
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn._settings import renamed_arguments
 
-__all__ = ["BoxDynamicsData", "box_nbody", "box_nbody_atoms", "simulate_box_nbody", "box_point_group",
+__all__ = ["BoxDynamicsData", "box_nbody", "simulate_box_nbody", "box_point_group",
            "box_nbody_preset", "BOX_NBODY_PRESETS", "NPZ_KEYS"]
 
 _INTERACTIONS = ("coulomb", "gravity")
@@ -477,35 +477,12 @@ def box_nbody(
         raise ValueError(f"box_nbody: need softening >= 0 and cluster_radius > 0, got {softening}, {cluster_radius}")
     if int(steps_per_frame) < 1 or not dt > 0:
         raise ValueError(f"box_nbody: need steps_per_frame >= 1 and dt > 0, got {steps_per_frame}, {dt}")
-    widths = [float(w) for w in half_widths]
-    if planar and len(widths) == 2:
-        widths.append(0.0)
-    if len(widths) != 3:
-        raise ValueError(f"box_nbody: half_widths must have 3 entries (2 when planar), got {half_widths!r}")
-    if planar:
-        widths[2] = 0.0
-    in_plane = widths[:2] if planar else widths
-    if any(not (w > 0) for w in in_plane):
-        raise ValueError(f"box_nbody: half_widths must be positive (or inf), got {half_widths!r}")
-    finite = [w for w in in_plane if math.isfinite(w)]
-    if not finite:
-        raise ValueError("box_nbody: at least one half-width must be finite (otherwise there are no walls)")
+    widths, extent = _box_extent(half_widths, planar)
     center = np.array(center, dtype=np.float64).reshape(3)
     group_name, group_frame = box_point_group(widths, planar=planar)
-
     rng = np.random.default_rng(seed)
-    extent = np.array([w if math.isfinite(w) else max(finite) for w in widths])
-    pos = center + rng.uniform(-1.0, 1.0, size=(num_samples, num_bodies, 3)) * extent
-    if init == "clustered":
-        middle = center + rng.uniform(-0.5, 0.5, size=(num_samples, 1, 3)) * extent
-        pos = middle + cluster_radius * rng.normal(size=(num_samples, num_bodies, 3))
-    direction = rng.normal(size=(num_samples, num_bodies, 3))
-    if planar:
-        pos[..., 2] = center[2]
-        direction[..., 2] = 0.0
-    if init == "clustered":
-        _reflect(pos, np.zeros_like(pos), center, extent)  # fold the cluster into the box
-    vel = speed * direction / np.linalg.norm(direction, axis=-1, keepdims=True)
+    pos, vel = _initial_state(rng, (int(num_samples), int(num_bodies)), extent, center, planar, init,
+                              cluster_radius, speed)
     if interaction == "coulomb":
         charges = rng.choice([-1.0, 1.0], size=(num_samples, num_bodies))
     else:
@@ -541,6 +518,42 @@ def box_nbody(
     )
 
 
+def _box_extent(half_widths, planar: bool) -> Tuple[list, np.ndarray]:
+    """The checked half-widths (``z`` set to 0 when ``planar``) and the box's extent for starts.
+
+    The extent replaces an open (infinite) axis by the largest finite half-width.
+    """
+    widths = [float(w) for w in half_widths]
+    if planar and len(widths) == 2:
+        widths.append(0.0)
+    if len(widths) != 3:
+        raise ValueError(f"box_nbody: half_widths must have 3 entries (2 when planar), got {half_widths!r}")
+    if planar:
+        widths[2] = 0.0
+    in_plane = widths[:2] if planar else widths
+    if any(not (w > 0) for w in in_plane):
+        raise ValueError(f"box_nbody: half_widths must be positive (or inf), got {half_widths!r}")
+    finite = [w for w in in_plane if math.isfinite(w)]
+    if not finite:
+        raise ValueError("box_nbody: at least one half-width must be finite (otherwise there are no walls)")
+    return widths, np.array([w if math.isfinite(w) else max(finite) for w in widths])
+
+
+def _initial_state(rng, shape, extent, center, planar, init, cluster_radius, speed) -> Tuple[np.ndarray, np.ndarray]:
+    """Initial positions and velocities ``shape + (3,)`` (see :func:`box_nbody`), in ``rng``'s draw order."""
+    pos = center + rng.uniform(-1.0, 1.0, size=shape + (3,)) * extent
+    if init == "clustered":
+        middle = center + rng.uniform(-0.5, 0.5, size=(shape[0], 1, 3)) * extent
+        pos = middle + cluster_radius * rng.normal(size=shape + (3,))
+    direction = rng.normal(size=shape + (3,))
+    if planar:
+        pos[..., 2] = center[2]
+        direction[..., 2] = 0.0
+    if init == "clustered":
+        _reflect(pos, np.zeros_like(pos), center, extent)  # fold the cluster into the box
+    return pos, speed * direction / np.linalg.norm(direction, axis=-1, keepdims=True)
+
+
 def box_nbody_preset(name: str, num_samples: int = 600, seed: int = 0, **overrides) -> BoxDynamicsData:
     """``box_nbody`` with the named settings of :data:`BOX_NBODY_PRESETS` (``overrides`` win).
 
@@ -557,44 +570,3 @@ def box_nbody_preset(name: str, num_samples: int = 600, seed: int = 0, **overrid
         raise ValueError(f"box_nbody_preset: name must be one of {sorted(BOX_NBODY_PRESETS)}, got {name!r}")
     options = {**BOX_NBODY_PRESETS[name], **overrides}
     return box_nbody(num_samples=num_samples, seed=seed, **options)
-
-
-@renamed_arguments(n="num_samples")
-def box_nbody_atoms(num_samples: int = 200, seed: int = 0, **options) -> list:
-    """``box_nbody`` as a list of ``ase.Atoms`` (the ``GENERATORS`` calling convention).
-
-    Each system becomes one non-periodic ``Atoms`` of hydrogen placeholders with the input-frame
-    positions and velocities (``get_velocities()``), ``initial_charges`` the charges (or masses
-    for gravity, also set as ``masses``), ``arrays["target_positions"]`` the target frame and
-    ``info`` holding ``parent_group`` = ``residual_group`` (the box's group), ``group_frame``,
-    ``half_widths``, ``center``, ``interaction``, ``dt``, ``steps_per_frame``, ``input_frame`` and
-    ``target_frame``. Options are those of :func:`box_nbody`.
-    """
-    from ase import Atoms
-
-    data = box_nbody(num_samples=num_samples, seed=seed, **options)
-    structures = []
-    for k in range(len(data)):
-        atoms = Atoms(
-            symbols=["H"] * data.positions.shape[1], positions=data.positions[k], pbc=False
-        )
-        atoms.set_velocities(data.velocities[k])
-        atoms.set_initial_charges(data.charges[k])
-        if data.interaction == "gravity":
-            atoms.set_masses(data.charges[k])
-        atoms.arrays["target_positions"] = data.targets[k].copy()
-        atoms.info.update({
-            "parent_group": data.group_name,
-            "residual_group": data.group_name,
-            "group_frame": data.group_frame.copy(),
-            "half_widths": data.half_widths.copy(),
-            "center": data.center.copy(),
-            "interaction": data.interaction,
-            "planar": data.planar,
-            "dt": data.dt,
-            "steps_per_frame": data.steps_per_frame,
-            "input_frame": data.input_frame,
-            "target_frame": data.target_frame,
-        })
-        structures.append(atoms)
-    return structures
