@@ -94,7 +94,7 @@ def test_symmetry_report_text_json_plots(tmp_path):
     model = two_layer_model()
     report = SymmetryReport(model, within="Oh", tol=1e-3)
     assert report.residual.group.schoenflies == "C4v"
-    assert "input Oh; learned residual group C4v (4mm) about [0 0 1]" in report.summary()
+    assert "input Oh; learned residual group C4v about [0 0 1]" in report.summary()
     assert "1o (significant)" in report.summary()
     text = report.text()
     assert "Oh -> C4v" in text and "per layer" in text

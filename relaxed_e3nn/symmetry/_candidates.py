@@ -37,22 +37,11 @@ import torch
 
 from relaxed_e3nn._checks import is_number
 from relaxed_e3nn.groups import PointGroup
-from relaxed_e3nn.symmetry import format_axis, residual_group  # public names; this module loads after them
+from relaxed_e3nn.symmetry import SCAN_TOLERANCES, group_label, residual_group  # public; loaded before this module
 from relaxed_e3nn.symmetry._projection import ThetaProjector, _as_group, _frame_of
 from relaxed_e3nn.symmetry._theta import collect_thetas, concatenate
 
-__all__ = ["BreakingCandidate", "candidate_groups", "DEFAULT_TOLERANCES", "group_label", "scan_text"]
-
-#: the default tolerance scan of :func:`candidate_groups` (relative, see ``residual_group``)
-DEFAULT_TOLERANCES = tuple(float(t) for t in np.geomspace(1e-3, 0.3, 7))
-
-
-def group_label(group: PointGroup) -> str:
-    """``"C3v about [0.577 0.577 0.577]"``: the Schoenflies name and, where defined, the principal axis."""
-    axis = group.principal_axis
-    if axis is None or group.schoenflies in ("T", "Td", "Th", "O", "Oh", "I", "Ih"):
-        return group.schoenflies
-    return f"{group.schoenflies} about {format_axis(axis.numpy())}"
+__all__ = ["BreakingCandidate", "candidate_groups", "scan_text"]
 
 
 _THETA, _DEMAND = "theta", "demand"  # sources of a proposal: the θ scan, the demanded-breaking scan
@@ -106,7 +95,7 @@ class BreakingCandidate:
 
     @property
     def label(self) -> str:
-        """The group's name and axis, e.g. ``"Cs about [0.707 0.000 0.707]"``."""
+        """The group's name and axis, e.g. ``"Cs with mirror normal [1 0 1]"`` (see ``group_label``)."""
         return group_label(self.group)
 
     def to_dict(self) -> dict:
@@ -181,7 +170,7 @@ def _add_source(candidate: BreakingCandidate, tol, source) -> None:
 def candidate_groups(
     model: torch.nn.Module,
     parent,
-    tols: Sequence[float] = DEFAULT_TOLERANCES,
+    tols: Sequence[float] = SCAN_TOLERANCES,
     *,
     frame=None,
     demand=None,
@@ -206,7 +195,7 @@ def candidate_groups(
         ``"O3"`` when the inputs have no special orientation.
     tols : sequence of float
         Relative tolerances in (0, 1) of :func:`~relaxed_e3nn.symmetry.residual_group`; default
-        seven log-spaced values from 1e-3 to 0.3.
+        :data:`~relaxed_e3nn.symmetry.SCAN_TOLERANCES` (seven log-spaced values from 1e-3 to 0.3).
     frame : array-like ``[3, 3]``, optional
         The model frame :math:`F`; default the model's own.
     demand : list of (irreps, tensor) pairs, optional
@@ -248,7 +237,7 @@ def candidate_groups(
 
 
 def scan_text(candidates: Sequence[BreakingCandidate]) -> str:
-    """``"C1 at 0.001; Cs about [..] from 0.03"``: the tolerance scan, tightest tolerance first."""
+    """``"C1 at 0.001; Cs with mirror normal [..] from 0.03"``: the tolerance scan, tightest tolerance first."""
     scanned = sorted((c for c in candidates if c.tolerances), key=lambda c: min(c.tolerances))
     parts = []
     for k, c in enumerate(scanned):

@@ -56,6 +56,8 @@ def _principal_axis_text(group) -> str:
         return ""
     if group.schoenflies in ("T", "Td", "Th", "O", "Oh", "I", "Ih"):
         f = group.frame.numpy()
+        if np.allclose(f, np.eye(3)):  # the standard frame goes without saying
+            return ""
         return " with axes " + ", ".join(format_axis(f[:, k]) for k in range(3))
     principal = format_axis(group.principal_axis.numpy())
     if group.schoenflies == "Cs":
@@ -64,8 +66,14 @@ def _principal_axis_text(group) -> str:
 
 
 def group_label(group) -> str:
-    """``"C4v (4mm) about [0 0 1]"``: Schoenflies and Hermann–Mauguin names and the principal axis."""
-    return f"{group.schoenflies} ({group.hermann_mauguin}){_principal_axis_text(group)}"
+    """A group as text, the one format of every report, scan and decision.
+
+    The Schoenflies name and where it points: ``"C4v about [0 0 1]"`` (principal axis),
+    ``"Cs with mirror normal [1 0 1]"``, ``"Oh with axes [1 1 0], [1 -1 0], [0 0 1]"`` (cubic and
+    icosahedral groups outside the standard frame: their frame); ``"Oh"`` (standard frame),
+    ``"C1"``, ``"Ci"``, ``"SO3"``, ``"O3"`` alone.
+    """
+    return f"{group.schoenflies}{_principal_axis_text(group)}"
 
 
 def scan_summary(scan: Sequence[Tuple[float, PointGroup]]) -> str:
@@ -74,8 +82,7 @@ def scan_summary(scan: Sequence[Tuple[float, PointGroup]]) -> str:
     for tol, group in scan:
         if previous is not None and group == previous:
             continue
-        label = f"{group.schoenflies}{_principal_axis_text(group)}"
-        parts.append(f"{label} {'at' if previous is None else 'from'} {tol:.2g}")
+        parts.append(f"{group_label(group)} {'at' if previous is None else 'from'} {tol:.2g}")
         previous = group
     return "; ".join(parts)
 

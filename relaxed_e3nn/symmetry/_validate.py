@@ -51,10 +51,10 @@ from e3nn import o3
 from relaxed_e3nn._checks import is_int, is_number
 from relaxed_e3nn.groups import PointGroup
 from relaxed_e3nn.nn import make_optimizer
-from relaxed_e3nn.symmetry._candidates import (
-    DEFAULT_TOLERANCES, BreakingCandidate, candidate_groups, group_label, scan_text,
-)
+from relaxed_e3nn.symmetry._candidates import BreakingCandidate, candidate_groups, scan_text
 from relaxed_e3nn.symmetry._projection import ThetaProjector, _as_group, model_frame, project_thetas
+from relaxed_e3nn.symmetry._report import group_label
+from relaxed_e3nn.symmetry._residual import SCAN_TOLERANCES
 
 __all__ = ["BreakingDecision", "validate_breaking", "breaking_demand", "DEFAULT_FINETUNE_STEPS"]
 
@@ -116,7 +116,8 @@ class BreakingDecision:
 
     def summary(self) -> str:
         """One line: the tolerance scan, then the decision, e.g.
-        ``"C1 at 0.001; Cs about [..] from 0.03; validated: Cs about [..] (ΔL/L ≤ 0.012 at 95%)"``."""
+        ``"C1 at 0.001; Cs with mirror normal [..] from 0.03; validated: Cs with mirror normal [..]
+        (ΔL/L ≤ 0.012 at 95%)"``."""
         chosen = self.candidates[self.chosen_index]
         bound = f"ΔL/L ≤ {chosen.ucb:.3g} at {self.confidence:.0%}"
         scan = scan_text(self.candidates)
@@ -338,7 +339,7 @@ def validate_breaking(
     num_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    tols: Sequence[float] = DEFAULT_TOLERANCES,
+    tols: Sequence[float] = SCAN_TOLERANCES,
 ) -> BreakingDecision:
     r"""Decide from held-out data which symmetry breaking of a trained relaxed model is real.
 
