@@ -16,6 +16,7 @@ __all__ = ["save", "load", "__version__"]
 
 def __getattr__(name):
     if name in ("save", "load"):
+        # lazy: ``import relaxed_e3nn`` (and the CLI's --help) must not import torch
         from relaxed_e3nn.models import _io
 
         return getattr(_io, name)

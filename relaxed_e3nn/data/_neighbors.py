@@ -3,6 +3,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
+from matscipy.neighbours import neighbour_list as _matscipy_neighbor_list
+from scipy.spatial import cKDTree
 
 from relaxed_e3nn._checks import check_finite, check_number
 
@@ -134,8 +136,6 @@ def _orthonormal_complement(periodic_rows: np.ndarray) -> np.ndarray:
 
 def _molecule_pairs(positions: np.ndarray, cutoff: float):
     """All ordered pairs of a non-periodic set closer than ``cutoff`` (k-d tree; any spread of atoms)."""
-    from scipy.spatial import cKDTree
-
     pairs = cKDTree(positions).query_pairs(cutoff, output_type="ndarray").astype(np.int64).reshape(-1, 2)
     if pairs.size:
         # query_pairs includes distance == cutoff; the list is strict, as ase's and matscipy's
@@ -240,8 +240,6 @@ def neighbor_list(
         dependent; the volume is quoted), more than ``max_pairs`` estimated pairs (the estimate
         is quoted), mismatched shapes, or two distinct atoms at the same point.
     """
-    from matscipy.neighbours import neighbour_list as _matscipy_neighbor_list
-
     positions = _as_array("positions", positions, (None, 3))
     check_finite("positions", positions, "neighbor_list")
     cutoff = check_number("cutoff", cutoff, "neighbor_list", positive=True)

@@ -1,16 +1,16 @@
 """Coarsening a fixed graph into clusters, and its automorphism orbits."""
 from typing import Optional, Sequence, Tuple
 
+import networkx as nx
 import numpy as np
 import torch
+from networkx.algorithms.isomorphism import GraphMatcher
 
 __all__ = ["coarsen", "automorphism_orbits"]
 
 
 def _adjacency(graph, argument: str = "graph") -> Tuple[np.ndarray, list]:
     """Dense symmetric adjacency ``[n, n]`` and the node list of a networkx graph or a matrix."""
-    import networkx as nx
-
     if isinstance(graph, nx.Graph):
         if graph.is_directed():
             raise ValueError(f"{argument} must be undirected, got a directed networkx graph")
@@ -181,9 +181,6 @@ def automorphism_orbits(graph) -> np.ndarray:
     numpy.ndarray
         ``[n]`` int64 orbit labels in order of first appearance (usable as ``clusters``).
     """
-    import networkx as nx
-    from networkx.algorithms.isomorphism import GraphMatcher
-
     adjacency, _ = _adjacency(graph)
     n = adjacency.shape[0]
     g = nx.from_numpy_array(adjacency)

@@ -50,10 +50,10 @@ def _structure_kind(obj):
         return "crystal", obj
     if isinstance(obj, Molecule):
         return "molecule", obj
-    from ase import Atoms
+    from ase import Atoms  # on first use, as above (groups stays light to import)
 
     if isinstance(obj, Atoms):
-        from pymatgen.io.ase import AseAtomsAdaptor
+        from pymatgen.io.ase import AseAtomsAdaptor  # on first use, as above
 
         if len(obj) == 0:
             raise ValueError("atoms_or_structure has no atoms")
@@ -109,7 +109,7 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2, eigen_tolerance=N
         raise ValueError(f"symprec must be a positive float (Å), got {symprec!r}")
     kind, obj = _structure_kind(atoms_or_structure)
     if kind == "crystal":
-        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # on first use (pymatgen is slow to import)
 
         with warnings.catch_warnings():  # spglib's own deprecation notice about its error handling
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="spglib")
@@ -121,7 +121,7 @@ def point_group_of(atoms_or_structure, symprec=0.01, tol=1e-2, eigen_tolerance=N
         raise ValueError("atoms_or_structure has no atoms")
     if len(obj) == 1:
         return PointGroup("O3")
-    from pymatgen.symmetry.analyzer import PointGroupAnalyzer
+    from pymatgen.symmetry.analyzer import PointGroupAnalyzer  # on first use (pymatgen is slow to import)
 
     extra = {} if eigen_tolerance is None else {"eigen_tolerance": float(eigen_tolerance)}
     analyzer = PointGroupAnalyzer(obj, tolerance=symprec, **extra)

@@ -32,6 +32,7 @@ import numpy as np
 
 from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn._settings import renamed_arguments
+from relaxed_e3nn.groups import point_group
 
 __all__ = ["BoxDynamicsData", "box_nbody", "simulate_box_nbody", "box_point_group",
            "box_nbody_preset", "BOX_NBODY_PRESETS", "NPZ_KEYS"]
@@ -195,8 +196,6 @@ class BoxDynamicsData:
 
     def point_group(self):
         """The box's symmetry group from the ``relaxed_e3nn.groups`` catalogue, in the box frame."""
-        from relaxed_e3nn.groups import point_group
-
         return point_group(self.group_name, frame=self.group_frame)
 
     def subset(self, index) -> "BoxDynamicsData":

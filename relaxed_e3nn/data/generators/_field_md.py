@@ -23,6 +23,10 @@ from typing import List, Mapping, Optional, Sequence, Union
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.calculators.mixing import SumCalculator
+from ase.md.langevin import Langevin
+from scipy.spatial.transform import Rotation
 
 from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import (
@@ -62,8 +66,6 @@ class UniformFieldCalculator(Calculator):
 
 def _compact_fcc_cluster(num_atoms: int, lattice: float, rng: np.random.Generator) -> np.ndarray:
     """``num_atoms`` fcc sites closest to a random point near the origin, centred, randomly rotated."""
-    from scipy.spatial.transform import Rotation
-
     span = np.arange(-3, 4)
     grid = np.array(np.meshgrid(span, span, span, indexing="ij")).reshape(3, -1).T
     grid = grid[grid.sum(axis=1) % 2 == 0] * (lattice / 2.0)  # fcc: integer points with even sum
@@ -118,10 +120,6 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
         ``initial_charges``, and ``info`` keys ``field``, ``parent_group`` (``"O3"``),
         ``residual_group`` (``"Cinfv"``, or ``"O3"`` for a zero field) and ``axis``.
     """
-    from ase.calculators.emt import EMT
-    from ase.calculators.mixing import SumCalculator
-    from ase.md.langevin import Langevin
-
     num_samples = check_count("num_samples", num_samples)
     field = check_vector("field", field)
     species = list(species) if not isinstance(species, str) else [species]

@@ -10,6 +10,8 @@ from typing import Tuple
 
 import numpy as np
 
+from relaxed_e3nn.groups import frame_from_axes, point_group
+
 __all__ = ["FINITE_SUBGROUP", "symmetrizing_elements"]
 
 #: residual group -> the finite subgroup used to symmetrise (same invariants up to l = 3)
@@ -34,8 +36,6 @@ def symmetrizing_elements(residual: str, axis) -> Tuple[str, np.ndarray]:
     elements : np.ndarray
         ``[k, 3, 3]`` float64 matrices, identity first.
     """
-    from relaxed_e3nn.groups import frame_from_axes, point_group
-
     if residual not in FINITE_SUBGROUP:
         raise ValueError(f"cannot symmetrise for residual group {residual!r}; known: {sorted(FINITE_SUBGROUP)}")
     name = FINITE_SUBGROUP[residual]

@@ -104,6 +104,7 @@ def _displacements(a_species: str, b_species: str, lattice: float, frac: np.ndar
 @functools.lru_cache(maxsize=None)
 def _cubic_cell(a_species: str, b_species: str):
     """Ideal cubic ABO3 built with pymatgen: (symbols, fractional coordinates), order A, B, O, O, O."""
+    # pymatgen takes seconds to import and is needed only here (once per species pair: cached)
     from pymatgen.core import Lattice, Structure
 
     structure = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.0), [a_species, b_species, "O"],

@@ -19,7 +19,9 @@ Deformations and the residual symmetry of (input, target), within the cube's :ma
 from typing import List, Tuple
 
 import numpy as np
+import torch
 from ase import Atoms
+from e3nn import o3
 
 from relaxed_e3nn._settings import renamed_arguments
 from relaxed_e3nn.data.generators._checks import check_choice, check_count, check_positive, check_range, make_rng
@@ -45,9 +47,6 @@ def _deformed(target: str) -> np.ndarray:
 
 def _spherical_signal(directions: np.ndarray, lmax: int) -> Tuple[np.ndarray, str]:
     """Real spherical harmonics of unit directions up to ``lmax`` (e3nn order and normalisation)."""
-    import torch
-    from e3nn import o3
-
     irreps = o3.Irreps.spherical_harmonics(lmax)
     values = o3.spherical_harmonics(irreps, torch.as_tensor(directions, dtype=torch.float64),
                                     normalize=True, normalization="component")
