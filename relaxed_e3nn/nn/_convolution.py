@@ -13,7 +13,7 @@ from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
 from relaxed_e3nn._checks import RELAX_AT, check_number, parse_irreps
 from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
-from relaxed_e3nn.nn._maps import ThetaLinearMap
+from relaxed_e3nn.nn._maps import RelaxationSites, ThetaLinearMap
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 from relaxed_e3nn.nn.hosts._registry import register_adapter, relax_modules
 
@@ -43,7 +43,7 @@ def _check_tensor(name: str, tensor, shape_tail, floating: bool = True) -> None:
         raise ValueError(f"RelaxedConvolution: {name} must have shape {want}, got {tuple(tensor.shape)}")
 
 
-class RelaxedConvolution(torch.nn.Module):
+class RelaxedConvolution(RelaxationSites, torch.nn.Module):
     r"""Point convolution of e3nn's ``gate_points`` models with learnable symmetry breaking.
 
     The plain convolution (``e3nn.nn.models.gate_points_2101.Convolution`` /
@@ -203,14 +203,6 @@ class RelaxedConvolution(torch.nn.Module):
             )
         if relax_at in ("node", "both"):
             self.node_relaxation = ThetaLinearMap(self.irreps_node_input, self.irreps_relaxed, self.irreps_node_output)
-
-    @property
-    def relaxes_edges(self) -> bool:
-        return self.relax_at in ("edge", "both")
-
-    @property
-    def relaxes_nodes(self) -> bool:
-        return self.relax_at in ("node", "both")
 
     def forward(self, node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded) -> torch.Tensor:
         """Convolve; arguments as e3nn's ``Convolution.forward``.

@@ -13,6 +13,23 @@ from relaxed_e3nn._checks import parse_irreps
 
 __all__ = ["ThetaLinearMap"]
 
+
+class RelaxationSites:
+    """Mixin of the relaxed blocks: where their θ maps act, read from ``relax_at`` (``"edge"``,
+    ``"node"`` or ``"both"``, see ``relaxed_e3nn._checks.RELAX_AT``)."""
+
+    relax_at: str
+
+    @property
+    def relaxes_edges(self) -> bool:
+        """Whether the edge attributes get a θ map."""
+        return self.relax_at in ("edge", "both")
+
+    @property
+    def relaxes_nodes(self) -> bool:
+        """Whether the node features get a θ map."""
+        return self.relax_at in ("node", "both")
+
 _SCALAR = o3.Irrep("0e")
 
 

@@ -6,7 +6,7 @@ from e3nn import o3
 
 from relaxed_e3nn._checks import RELAX_AT, parse_irreps
 from relaxed_e3nn._dtype import default_dtype
-from relaxed_e3nn.nn._maps import ThetaLinearMap
+from relaxed_e3nn.nn._maps import RelaxationSites, ThetaLinearMap
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 
 __all__ = ["RelaxedHostBlock", "edge_reversal_signs"]
@@ -23,7 +23,7 @@ def edge_reversal_signs(irreps: o3.Irreps) -> torch.Tensor:
                       for mul, ir in irreps]) if irreps.dim else torch.zeros(0, dtype=torch.float64)
 
 
-class RelaxedHostBlock(torch.nn.Module):
+class RelaxedHostBlock(RelaxationSites, torch.nn.Module):
     r"""A host model's convolution block (``self.block``) with learnable symmetry breaking.
 
     Subclasses implement ``forward`` for the host's calling convention; this base owns
@@ -89,14 +89,6 @@ class RelaxedHostBlock(torch.nn.Module):
         if reference is not None:
             self.to(device=reference.device)
         self.train(block.training)
-
-    @property
-    def relaxes_edges(self) -> bool:
-        return self.relax_at in ("edge", "both")
-
-    @property
-    def relaxes_nodes(self) -> bool:
-        return self.relax_at in ("node", "both")
 
     def edge_matrix(self, theta: Optional[torch.Tensor] = None) -> torch.Tensor:
         r"""The matrix applied to the host's harmonics: :math:`M(\theta)`, or :math:`P M(\theta) P` (reversed edges)."""
