@@ -203,6 +203,9 @@ def test_tolerance_scan_and_its_summary():
                                                          "validated": True, "parent": "O3", "summary": "s"})
     assert report.scan_line() == text + "; validated: Cs about [1 0 0]"
     assert report.to_dict()["stored_decision"]["chosen"]["group"] == "Cs"
+    # a run with validation off stores its parent but no decision: the scan line says nothing more
+    off = SymmetryReport([(irreps, theta)], decision={"chosen": None, "validated": None, "parent": "O3"})
+    assert off.scan_line() == text
     with pytest.raises(ValueError, match="tols"):
         tolerance_scan(theta, irreps, tols=[0.0, 0.1])
 

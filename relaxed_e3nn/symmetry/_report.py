@@ -268,8 +268,9 @@ class SymmetryReport:
     def scan_line(self) -> str:
         """``"C1 at 0.001; Cs with mirror normal [..] from 0.03; validated: Cs"`` (scan, then the stored decision)."""
         line = scan_summary(self.scan)
-        if self.decision is not None:
-            chosen = self.decision.get("chosen") or {}
+        # a record written with validation off carries the parent but no decision
+        if self.decision is not None and self.decision.get("chosen") is not None:
+            chosen = self.decision["chosen"]
             label = chosen.get("label", chosen.get("group", "?"))
             if self.decision.get("validated", True):
                 line += f"; validated: {label}"
