@@ -46,12 +46,13 @@ from relaxed_e3nn._atomic import atomic_write
 from relaxed_e3nn._checks import DTYPES, check_finite, check_float_dtype, dtype_name, model_dtype
 from relaxed_e3nn.discrete import DEGNN, EGNN, STATISTICS_BUFFERS
 from relaxed_e3nn.models._config import RelaxedNetworkConfig, current_keys
+from relaxed_e3nn.models._host import HostPotential, is_potential_state
 from relaxed_e3nn.models._network import RelaxedNetwork
 from relaxed_e3nn.nn.hosts import HOST_KINDS, build_from_recipe, host_metadata, set_host_metadata
 
 __all__ = [
     "save", "load", "model_to_dict", "model_from_dict", "state_checksum",
-    "FORMAT_NAME", "FORMAT_VERSION", "MODEL_KINDS", "METADATA_KEYS",
+    "FORMAT_NAME", "FORMAT_VERSION", "MODEL_KINDS", "METADATA_KEYS", "canonical_model_kind",
 ]
 
 FORMAT_NAME = "relaxed_e3nn.model"
@@ -65,6 +66,14 @@ _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
 _STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
 _DYNAMICS_STATE_BUFFERS = ("center",) + STATISTICS_BUFFERS
 Model = Union[RelaxedNetwork, DEGNN, EGNN]
+
+
+def canonical_model_kind(kind, name: str = "model.kind") -> str:
+    """``kind`` spelled as in ``MODEL_KINDS`` (matched case-insensitively), else a ``ValueError`` naming ``name``."""
+    for known in MODEL_KINDS:
+        if isinstance(kind, str) and kind.lower() == known.lower():
+            return known
+    raise ValueError(f"{name} must be one of {list(MODEL_KINDS)} (any case), got {kind!r}")
 
 
 def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
@@ -138,7 +147,7 @@ def model_to_dict(model: Model, *, metadata: Optional[Mapping] = None) -> dict:
         If ``metadata`` has an unknown key or a value that is not a JSON-able dict.
     """
     if metadata is None:
-        native = isinstance(model, (RelaxedNetwork, DEGNN, EGNN))
+        native = isinstance(model, (RelaxedNetwork, DEGNN, EGNN, HostPotential))
         metadata = getattr(model, "metadata", None) if native else host_metadata(model)
     metadata = _checked_metadata(metadata, "model_to_dict")
     kind = _kind(model, metadata)
@@ -331,7 +340,9 @@ def _host_from_dict(d, kind, dtype, saved_dtype, source, metadata) -> torch.nn.M
         model = build_from_recipe(recipe, dtype=dtype, where=source)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: invalid {kind} recipe: {err}") from err
-    _load_state(model, d["state_dict"], dtype != saved_dtype, (), source)
+    if is_potential_state(d["state_dict"]):  # written from a HostPotential (e.g. by the trainer)
+        model = HostPotential(model)
+    _load_state(model, d["state_dict"], dtype != saved_dtype, ("atomic_energies", "scale"), source)
     return model
 
 

@@ -19,7 +19,9 @@ import torch
 from relaxed_e3nn._checks import dtype_from_name
 from relaxed_e3nn._settings import check_known, renamed_keys
 from relaxed_e3nn.data import collate
-from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig, model_from_dict, model_to_dict, save
+from relaxed_e3nn.models import (RelaxedNetwork, RelaxedNetworkConfig, build_host_potential, canonical_model_kind,
+                                 host_model_section, model_from_dict, model_to_dict, save)
+from relaxed_e3nn.nn.hosts import HOST_KINDS
 from relaxed_e3nn.nn import make_optimizer
 from relaxed_e3nn.train import _dynamics
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -169,10 +171,20 @@ class _Trainer:
 
     def _model_section(self) -> Dict[str, Any]:
         """The config's model section, checked before any data is read."""
+        kind = canonical_model_kind(self.cfg.model.get("kind", "RelaxedNetwork"), "model.kind")
+        if kind in HOST_KINDS:
+            if self.cfg.strict:
+                raise ValueError(f"strict: model.kind {kind!r} trains a relaxed host model; strict training "
+                                 f"is available for model.kind 'RelaxedNetwork'")
+            return host_model_section(kind, self.cfg.model)
+        if kind != "RelaxedNetwork":
+            raise ValueError(f"model.kind {kind!r} is a dynamics model: train it with task: dynamics (model: "
+                             f"{kind.lower()}); model.kind takes 'RelaxedNetwork', {', '.join(map(repr, HOST_KINDS))}")
+        section = {k: v for k, v in self.cfg.model.items() if k != "kind"}
         # the fitted values may still be given (then they are not fitted); deprecated names warn once here
-        for key in self.cfg.model:
+        for key in section:
             check_known(key, RelaxedNetworkConfig.known_keys(), "config section 'model'")
-        model_dict = renamed_keys(self.cfg.model, RelaxedNetworkConfig.RENAMES, "config section 'model'")
+        model_dict = renamed_keys(section, RelaxedNetworkConfig.RENAMES, "config section 'model'")
         if self.cfg.strict:
             model_dict["relaxed"] = False
         if model_dict.get("species") is not None or model_dict.get("atomic_energies") is None:
@@ -189,7 +201,10 @@ class _Trainer:
             torch.manual_seed(cfg.seed)
             # built directly in the training dtype: e3nn's coupling constants are buffers computed at
             # build time, and a float32-built model cast to float64 is equivariant only to ~1e-10
-            model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
+            if model_dict.get("kind") in HOST_KINDS:
+                model = build_host_potential(model_dict, self.dtype)
+            else:
+                model = RelaxedNetwork(RelaxedNetworkConfig.from_dict(model_dict), dtype=self.dtype)
             model = model.to(device=self.ctx.device)
             initialise_output(model, self.train_set, self.spec, fit_scale=fit_scale, fit_shifts=self.refit_shifts,
                               batch_size=self._eval_batch_size())
