@@ -1,4 +1,5 @@
-r"""ASE calculator for :class:`~relaxed_e3nn.models.RelaxedNetwork` energy models.
+r"""ASE calculator for energy models (:class:`~relaxed_e3nn.models.RelaxedNetwork`,
+:class:`~relaxed_e3nn.models.HostPotential`).
 
 >>> from relaxed_e3nn.calculators import RelaxedCalculator   # doctest: +SKIP
 >>> atoms.calc = RelaxedCalculator("model.pt")               # doctest: +SKIP
@@ -14,18 +15,23 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from relaxed_e3nn._checks import check_float_dtype, model_dtype
 from relaxed_e3nn.data import from_ase
-from relaxed_e3nn.models import RelaxedNetwork, load, model_from_dict, model_to_dict
+from relaxed_e3nn.models import (GRAPH_MODELS, HostPotential, RelaxedNetwork, load_graph_model, model_from_dict,
+                                 model_to_dict)
 
 __all__ = ["RelaxedCalculator"]
 
 
 class RelaxedCalculator(Calculator):
-    r"""Energy, forces and stress of a :class:`~relaxed_e3nn.models.RelaxedNetwork` for ASE.
+    r"""Energy, forces and stress of an energy model for ASE.
+
+    The model is a :class:`~relaxed_e3nn.models.RelaxedNetwork` with ``output="energy"`` or a
+    relaxed NequIP / MACE model in a :class:`~relaxed_e3nn.models.HostPotential` (what training
+    with ``model.kind: NequIP | MACE`` writes).
 
     Every call rebuilds the neighbor list with :func:`relaxed_e3nn.data.from_ase` at the model's
-    cutoff and evaluates the model in its stored frame (``config.frame``; the calculator passes
-    the structure's own Cartesian coordinates and the model rotates them into the frame it was
-    trained in). Forces are :math:`-\partial E/\partial \mathbf{x}` and the stress is
+    cutoff and evaluates the model (a RelaxedNetwork in its stored frame ``config.frame``: the
+    calculator passes the structure's own Cartesian coordinates and the model rotates them into
+    the frame it was trained in). Forces are :math:`-\partial E/\partial \mathbf{x}` and the stress is
     :math:`\sigma = \frac{1}{V}\,\partial E/\partial\varepsilon` for a symmetric strain
     :math:`\varepsilon` (eV/Å³, ASE's sign and Voigt order ``xx, yy, zz, yz, xz, xy``); the
     stress is only available for structures with a periodic direction and a cell of non-zero volume.
@@ -38,7 +44,7 @@ class RelaxedCalculator(Calculator):
 
     Parameters
     ----------
-    path_or_model : str, os.PathLike or RelaxedNetwork
+    path_or_model : str, os.PathLike, RelaxedNetwork or HostPotential
         A model file written by :func:`relaxed_e3nn.save`, or a model with ``output="energy"``.
         A model object is used as is (moved to ``device`` if needed, and rebuilt in ``dtype`` when
         that differs from its own, in which case it is a copy).
@@ -52,8 +58,8 @@ class RelaxedCalculator(Calculator):
     Raises
     ------
     ValueError
-        For a model that is not an energy model, or (at evaluation) for atoms of species the
-        model was not trained on.
+        For a model that is not an energy model (a node / graph RelaxedNetwork, a DEGNN / EGNN
+        dynamics model), or (at evaluation) for atoms of species the model was not trained on.
 
     Notes
     -----
@@ -78,21 +84,21 @@ class RelaxedCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, path_or_model: Union[str, os.PathLike, RelaxedNetwork], device="cpu",
+    def __init__(self, path_or_model: Union[str, os.PathLike, RelaxedNetwork, HostPotential], device="cpu",
                  dtype: Optional[torch.dtype] = None, **kwargs):
         super().__init__(**kwargs)
         if dtype is not None:
             check_float_dtype("dtype", dtype, "RelaxedCalculator")
-        if isinstance(path_or_model, RelaxedNetwork):
+        if isinstance(path_or_model, GRAPH_MODELS):
             model = path_or_model
             if dtype is not None and dtype != model_dtype(model):
                 model = model_from_dict(model_to_dict(model), map_location=device, dtype=dtype)
             model = model.to(device)
         elif isinstance(path_or_model, (str, os.PathLike)):
-            model = load(path_or_model, map_location=device, dtype=dtype, kind="RelaxedNetwork")
+            model = load_graph_model(path_or_model, map_location=device, dtype=dtype, where="RelaxedCalculator")
         else:
             raise TypeError(
-                "RelaxedCalculator: path_or_model must be a path or a RelaxedNetwork, "
+                "RelaxedCalculator: path_or_model must be a path or a RelaxedNetwork or HostPotential, "
                 f"got {type(path_or_model).__name__}"
             )
         if model.config.output != "energy":

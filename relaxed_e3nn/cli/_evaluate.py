@@ -12,7 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Print energy (per atom and per structure), force and stress errors of an energy model, "
                     "or the errors of the per-atom / per-structure targets of a node / graph model.",
     )
-    parser.add_argument("model", help="model file written by training (relaxed_e3nn.save)")
+    parser.add_argument("model", help="model file written by training (relaxed_e3nn.save): a RelaxedNetwork "
+                        "or a relaxed NequIP / MACE model (model.kind)")
     parser.add_argument("data", help="structures with reference values: extxyz, CIF with --targets, pymatgen .json")
     parser.add_argument("--format", default=None, help="ase format of DATA (guessed from the suffix)")
     parser.add_argument("--index", default=":", help="ase index of the frames to read (default all)")
@@ -35,11 +36,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     # lazy: CLI startup time (--version / --help must not import torch, ase)
-    import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
+    from relaxed_e3nn.models import load_graph_model
     from relaxed_e3nn.train import evaluate, graphs_for_model, read_atoms, stored_data_keys
 
-    model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
+    model = load_graph_model(args.model, where="MODEL")
     stored = stored_data_keys(model)  # the keys of the training data unless given here
     args.node_targets = args.node_targets or list(stored.get("node_targets") or [])
     args.graph_targets = args.graph_targets or list(stored.get("graph_targets") or [])

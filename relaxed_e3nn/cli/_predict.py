@@ -12,7 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "per-atom column node_output, a graph model's as the frame key graph_output. The output "
                     "file is written atomically.",
     )
-    parser.add_argument("model", help="model file written by training (relaxed_e3nn.save)")
+    parser.add_argument("model", help="model file written by training (relaxed_e3nn.save): a RelaxedNetwork "
+                        "or a relaxed NequIP / MACE model (model.kind)")
     parser.add_argument("data", help="structures: extxyz, CIF, pymatgen .json, anything ase reads")
     parser.add_argument("--out", required=True, help="output extxyz file")
     parser.add_argument("--format", default=None, help="ase format of DATA (guessed from the suffix)")
@@ -28,11 +29,11 @@ def run(args) -> int:
     # lazy: CLI startup time (--version / --help must not import torch, ase)
     import ase.io
 
-    import relaxed_e3nn
     from relaxed_e3nn._atomic import atomic_write
+    from relaxed_e3nn.models import load_graph_model
     from relaxed_e3nn.train import predict, read_atoms
 
-    model = relaxed_e3nn.load(args.model, kind="RelaxedNetwork")
+    model = load_graph_model(args.model, where="MODEL")
     items = read_atoms({"path": args.data, "format": args.format, "index": args.index}, where="DATA")
     frames = predict(model, [a for a, _ in items], batch_size=args.batch_size,
                      compute_forces=not args.no_forces, compute_stress=args.stress)

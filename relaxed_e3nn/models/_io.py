@@ -53,6 +53,7 @@ from relaxed_e3nn.nn.hosts import HOST_KINDS, build_from_recipe, host_metadata, 
 __all__ = [
     "save", "load", "model_to_dict", "model_from_dict", "state_checksum",
     "FORMAT_NAME", "FORMAT_VERSION", "MODEL_KINDS", "METADATA_KEYS", "canonical_model_kind",
+    "GRAPH_MODELS", "load_graph_model",
 ]
 
 FORMAT_NAME = "relaxed_e3nn.model"
@@ -66,6 +67,10 @@ _REQUIRED = ("format", "format_version", "config", "state_dict", "dtype")
 _STATE_BUFFERS = ("atomic_energies", "scale")  # buffers that hold fitted values, not constants
 _DYNAMICS_STATE_BUFFERS = ("center",) + STATISTICS_BUFFERS
 Model = Union[RelaxedNetwork, DEGNN, EGNN]
+#: the model classes that evaluate an ``AtomicGraph`` (``config.species``, ``cutoff``, ``output``,
+#: ``node_features``; ``model(graph, compute_forces=..., compute_stress=...)``): what the calculator,
+#: evaluation and prediction take
+GRAPH_MODELS = (RelaxedNetwork, HostPotential)
 
 
 def canonical_model_kind(kind, name: str = "model.kind") -> str:
@@ -450,3 +455,41 @@ def load(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtyp
         ) from err
     model = model_from_dict(payload, map_location=map_location, dtype=dtype, source=str(path), kind=kind)
     return model.eval()
+
+
+def load_graph_model(path: Union[str, os.PathLike], map_location="cpu", *, dtype: torch.dtype = None,
+                     where: str = "load_graph_model") -> Union[RelaxedNetwork, HostPotential]:
+    """:func:`load` a model that evaluates an ``AtomicGraph`` (one of ``GRAPH_MODELS``).
+
+    Parameters
+    ----------
+    path, map_location, dtype
+        As for :func:`load`.
+    where : str
+        The caller, named in the error.
+
+    Returns
+    -------
+    RelaxedNetwork or HostPotential
+        In evaluation mode.
+
+    Raises
+    ------
+    ValueError
+        What :func:`load` raises, and, naming ``path``, for a ``DEGNN`` / ``EGNN`` file (a dynamics
+        model) or a relaxed host model saved without the :class:`HostPotential` wrapper.
+    """
+    model = load(path, map_location, dtype=dtype)
+    if isinstance(model, GRAPH_MODELS):
+        return model
+    if isinstance(model, tuple(_DYNAMICS_CLASSES.values())):
+        raise ValueError(
+            f"{where}: {path} holds a {type(model).__name__}, a dynamics model (positions and velocities in a "
+            f"box, no energy); use it through relaxed_e3nn.discrete (train it with task: box_dynamics). This "
+            f"takes a RelaxedNetwork or a relaxed NequIP / MACE model trained with model.kind"
+        )
+    raise ValueError(
+        f"{where}: {path} holds a bare relaxed host model ({type(model).__name__}) without the package's energy "
+        f"interface; wrap it in relaxed_e3nn.models.HostPotential and save that (training with model.kind "
+        f"NequIP / MACE does)"
+    )

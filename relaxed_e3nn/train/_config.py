@@ -560,7 +560,9 @@ def _looks_like_flag(token: str) -> bool:
 def config_defaults() -> Dict[str, Any]:
     """Every training-config key with its default, flattened with dots (``optim.lr``: 0.01).
 
-    The ``model`` section lists the fields of :class:`~relaxed_e3nn.models.RelaxedNetworkConfig`
+    The ``model`` section lists ``kind`` (``RelaxedNetwork``; ``NequIP`` / ``MACE`` take a section of
+    their own, :func:`~relaxed_e3nn.models.host_model_section`) and the fields of
+    :class:`~relaxed_e3nn.models.RelaxedNetworkConfig`
     (a key the trainer completes from the data, ``species`` and ``num_neighbors``, is ``None``:
     taken from the data; ``cutoff`` is the trainer's 5 Å) and the fitted values ``scale`` and
     ``atomic_energies`` (``None``: fitted); ``loss`` the default weights. docs/training.rst's
@@ -574,6 +576,7 @@ def config_defaults() -> Dict[str, Any]:
             out.update({f"{f.name}.{g.name}": getattr(section, g.name) for g in dataclasses.fields(section)})
         elif f.name not in ("model", "loss"):
             out[f.name] = getattr(TrainConfig(), f.name)
+    out["model.kind"] = "RelaxedNetwork"
     for g in dataclasses.fields(RelaxedNetworkConfig):
         default = g.default if g.default is not dataclasses.MISSING else (
             g.default_factory() if g.default_factory is not dataclasses.MISSING else None)
