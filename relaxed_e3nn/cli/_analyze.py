@@ -58,15 +58,11 @@ def _warn(message: str) -> None:
 
 
 def _read_structures(path: str, option: str) -> list:
+    """Every structure in ``path`` (the reader of ``train`` / ``evaluate`` / ``predict``)."""
     # lazy: CLI startup time (--version / --help must not import torch, ase)
-    import ase.io
+    from relaxed_e3nn.train import read_atoms
 
-    if not os.path.exists(path):
-        raise ValueError(f"{option}: no such file {path!r}")
-    try:
-        return list(ase.io.read(path, index=":"))
-    except Exception as err:  # ase raises many types for unreadable files
-        raise ValueError(f"{option}: cannot read structure file {path!r}: {err}") from err
+    return [atoms for atoms, _ in read_atoms(path, where=option)]
 
 
 def _parent_of(atoms, symprec):
