@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from relaxed_e3nn._checks import as_orthogonal_matrix, is_int, is_number
 from relaxed_e3nn.groups import PointGroup, as_point_group, point_group_from_elements
@@ -64,24 +65,14 @@ def _transform(key: str, value, g: np.ndarray, per_atom: bool, axial: Sequence[s
     if shape == (3, 3):
         return np.einsum("ij,...jk,lk->...il", g, array, g)
     if "stress" in key.lower() and shape in ((6,), (9,)):
-        matrix = _voigt_to_matrix(array) if shape == (6,) else array.reshape(array.shape[:-1] + (3, 3))
+        matrix = voigt_6_to_full_3x3_stress(array) if shape == (6,) else array.reshape(array.shape[:-1] + (3, 3))
         rotated = np.einsum("ij,...jk,lk->...il", g, matrix, g)
-        return _matrix_to_voigt(rotated) if shape == (6,) else rotated.reshape(array.shape)
+        return full_3x3_to_voigt_6_stress(rotated) if shape == (6,) else rotated.reshape(array.shape)
     raise ValueError(
         f"{where}[{key!r}] has shape {array.shape}: symmetrize cannot tell how it transforms (vectors end "
         f"in 3, rank-2 tensors in (3, 3), stress may be Voigt 6 or 9); pass invariant=[{key!r}] if it does "
         f"not change under rotations"
     )
-
-
-def _voigt_to_matrix(v):
-    """ase Voigt order ``xx, yy, zz, yz, xz, xy`` to symmetric 3x3 matrices."""
-    xx, yy, zz, yz, xz, xy = np.moveaxis(v, -1, 0)
-    return np.stack([np.stack([xx, xy, xz], -1), np.stack([xy, yy, yz], -1), np.stack([xz, yz, zz], -1)], -2)
-
-
-def _matrix_to_voigt(m):
-    return np.stack([m[..., 0, 0], m[..., 1, 1], m[..., 2, 2], m[..., 1, 2], m[..., 0, 2], m[..., 0, 1]], -1)
 
 
 def _image(atoms: Atoms, g: np.ndarray, centre: np.ndarray, axial, invariant, where: str) -> Atoms:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.io.formats import string2index
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from relaxed_e3nn.data._builders import from_arrays, numeric_array, where_suffix
 from relaxed_e3nn.data._graph import AtomicGraph
@@ -32,8 +33,7 @@ def _voigt_to_matrix(name: str, stress, where: str) -> np.ndarray:
     if stress.shape == (3, 3):
         return stress
     if stress.shape == (6,):
-        xx, yy, zz, yz, xz, xy = stress
-        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        return voigt_6_to_full_3x3_stress(stress)
     raise ValueError(f"{name} must be a Voigt 6-vector or a 3x3 matrix{where}, got shape {stress.shape}")
 
 
