@@ -206,8 +206,8 @@ def validate_trained(model, *, spec: TargetSpec, train_batches: Sequence[Sequenc
                      seed: int) -> Tuple[BreakingDecision, List[str]]:
     """Run :func:`~relaxed_e3nn.symmetry.validate_breaking` on a trained model.
 
-    ``train_batches`` are lists of training graphs (one optimizer step each, used cyclically; only
-    as many as the fine-tune needs are collated, but the demanded breaking sees all of them),
+    ``train_batches`` are lists of training graphs (one optimizer step each, used cyclically by the
+    fine-tune; all of them are collated once, since the demanded breaking sees every one),
     ``heldout`` the selection graphs with their ``blocks``. Returns the decision and the warnings
     it raised (e.g. too few blocks), for the run's log.
     """
