@@ -132,13 +132,7 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
             raise ValueError(f"RelaxedConvolution: relax_at must be one of {RELAX_AT}, got {relax_at!r}")
         if mixing not in _MIXING:
             raise ValueError(f"RelaxedConvolution: mixing must be one of {_MIXING}, got {mixing!r}")
-        if isinstance(fc_neurons, (int, str)) or not all(
-            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in fc_neurons
-        ) or len(fc_neurons) == 0:
-            raise ValueError(
-                f"RelaxedConvolution: fc_neurons must be a non-empty list of positive ints "
-                f"(radial basis size, then hidden sizes), got {fc_neurons!r}"
-            )
+        # fc_neurons was checked by _radial_sizes
         num_neighbors = check_number("num_neighbors", num_neighbors, "RelaxedConvolution", positive=True)
 
         self.irreps_node_input = parse_irreps("irreps_in", irreps_node_input, "RelaxedConvolution")
@@ -148,7 +142,7 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
         # gate_points_2101 names
         self.irreps_in = self.irreps_node_input
         self.irreps_out = self.irreps_node_output
-        self.fc_neurons = [int(n) for n in fc_neurons]
+        self.fc_neurons = list(fc_neurons)
         self.num_neighbors = num_neighbors
         self.relax_at = relax_at
         self.mixing = mixing
@@ -197,11 +191,11 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
 
         self.theta = RelaxedWeights(irreps_relaxed_from(irreps_relaxed, "irreps_relaxed"))
         self.irreps_relaxed = self.theta.irreps
-        if relax_at in ("edge", "both"):
+        if self.relaxes_edges:
             self.edge_relaxation = ThetaLinearMap(
                 self.irreps_edge_attr, self.irreps_relaxed, self.irreps_edge_attr, identity=True
             )
-        if relax_at in ("node", "both"):
+        if self.relaxes_nodes:
             self.node_relaxation = ThetaLinearMap(self.irreps_node_input, self.irreps_relaxed, self.irreps_node_output)
 
     def forward(self, node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded) -> torch.Tensor:
