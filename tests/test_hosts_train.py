@@ -120,3 +120,15 @@ def test_nequip_validated_breaking_runs_through_the_trainer(tmp_path):
     assert payload["kind"] == "NequIP" and record["validated"] and record["decision"]["candidates"]
     # θ is found through relaxed_parameters, under the wrapper's "host." prefix
     assert set(record["breaking_beyond"]) == {"host.model.func.layer0_convnet.conv.theta"}
+
+
+def test_host_potential_refuses_unknown_species():
+    pytest.importorskip("nequip")
+    from ase import Atoms
+
+    model = build_host_potential(host_model_section("NequIP", nequip_section()), torch.float64).eval()
+    atoms = emt_copper_frames(1, seed=3)[0]
+    model(graphs_of([atoms]))  # Cu: known
+    gold = Atoms("Au2", positions=[[0, 0, 0], [0, 0, 2.5]])
+    with pytest.raises(ValueError, match=r"HostPotential: atomic numbers \[79\] are not among"):
+        model(graphs_of([gold]))

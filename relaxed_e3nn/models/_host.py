@@ -28,6 +28,7 @@ from ase.data import atomic_numbers
 
 from relaxed_e3nn.data import AtomicGraph
 from relaxed_e3nn.models._outputs import energy_forces_stress
+from relaxed_e3nn.models._species import species_indices, species_table
 from relaxed_e3nn._checks import dtype_name
 from relaxed_e3nn.nn.hosts import (HOST_KINDS, host_metadata, recipe_of, relaxed_mace_model, relaxed_nequip_model,
                                     set_host_metadata)
@@ -103,9 +104,7 @@ class HostPotential(torch.nn.Module):
         self.host = host
         self.config = HostPotentialConfig(recipe["host"], species, cutoff)
         dtype = next(host.parameters()).dtype
-        table = torch.full((max(species) + 1,), -1, dtype=torch.long)
-        table[torch.tensor(species)] = torch.arange(len(species))
-        self.register_buffer("species_index", table, persistent=False)
+        self.register_buffer("species_index", species_table(species), persistent=False)
         self.register_buffer("atomic_energies", torch.zeros(len(species), dtype=dtype))
         self.register_buffer("scale", torch.ones((), dtype=dtype))
 
@@ -141,9 +140,12 @@ class HostPotential(torch.nn.Module):
             raise ValueError(f"set_scale: value must be a finite positive number, got {value}")
         self.scale.fill_(value)
 
+    def _types(self, graph: AtomicGraph) -> torch.Tensor:
+        return species_indices(self.species_index, graph.atomic_numbers, self.config.species, "HostPotential")
+
     def host_energy(self, graph: AtomicGraph, edge_vec: torch.Tensor) -> torch.Tensor:
         """The host's per-graph energy ``[B]`` of ``graph`` with edge vectors ``edge_vec`` (package convention)."""
-        types = self.species_index[graph.atomic_numbers]
+        types = self._types(graph)
         if self.config.host == "NequIP":
             data = {"pos": graph.pos, "edge_index": torch.stack([graph.edge_dst, graph.edge_src]),
                     "edge_vectors": edge_vec, "atom_types": types, "batch": graph.batch,
@@ -163,7 +165,7 @@ class HostPotential(torch.nn.Module):
                 compute_virial: bool = False) -> Dict[str, torch.Tensor]:
         """``"energy"`` ``[B]`` (eV), and on request ``"forces"``, ``"stress"``, ``"virial"`` (see the module notes)."""
         shifts = torch.zeros(graph.num_graphs, dtype=self.scale.dtype, device=self.scale.device)
-        shifts = shifts.index_add(0, graph.batch, self.atomic_energies[self.species_index[graph.atomic_numbers]])
+        shifts = shifts.index_add(0, graph.batch, self.atomic_energies[self._types(graph)])
 
         def energy_of_edges(edge_vec):
             return self.scale * self.host_energy(graph, edge_vec) + shifts

@@ -15,6 +15,7 @@ from relaxed_e3nn._dtype import default_dtype
 from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.data import AtomicGraph
 from relaxed_e3nn.models._config import RelaxedNetworkConfig
+from relaxed_e3nn.models._species import species_indices, species_table
 from relaxed_e3nn.models._outputs import energy_forces_stress
 from relaxed_e3nn.nn import RelaxedConvolution, load_equivariant_state
 
@@ -126,9 +127,7 @@ class RelaxedNetwork(torch.nn.Module):
         self.irreps_hidden = o3.Irreps(cfg.irreps_hidden)
         self.irreps_out = o3.Irreps("0e") if cfg.output == "energy" else o3.Irreps(cfg.irreps_out)
 
-        table = torch.full((max(cfg.species) + 1,), -1, dtype=torch.long)
-        table[torch.tensor(cfg.species)] = torch.arange(num_species)
-        self.register_buffer("species_index", table, persistent=False)
+        self.register_buffer("species_index", species_table(cfg.species), persistent=False)
         dtype = torch.get_default_dtype()
         self.register_buffer("frame", torch.tensor(cfg.frame, dtype=dtype), persistent=False)
         self.register_buffer("atomic_energies", torch.zeros(num_species, dtype=dtype))
@@ -290,22 +289,13 @@ class RelaxedNetwork(torch.nn.Module):
                 f"RelaxedNetwork: graph was built with cutoff {graph.cutoff} Å, shorter than the model's cutoff "
                 f"{self.config.cutoff} Å; rebuild the graph with cutoff={self.config.cutoff}"
             )
-        z = graph.atomic_numbers
-        table = self.species_index
-        known = (z >= 0) & (z < table.shape[0])
-        index = torch.where(known, table[z.clamp(0, table.shape[0] - 1)], torch.full_like(z, -1))
         if graph.pos.device.type == "cpu" and not torch.compiler.is_compiling():
-            self._check_values(graph, index)
-        return index
+            self._check_values(graph)
+        return species_indices(self.species_index, graph.atomic_numbers, self.config.species, "RelaxedNetwork")
 
-    def _check_values(self, graph: AtomicGraph, index: torch.Tensor) -> None:
+    def _check_values(self, graph: AtomicGraph) -> None:
         if not bool(torch.isfinite(graph.pos).all()):
             raise ValueError("RelaxedNetwork: graph.pos contains NaN or inf")
-        if bool((index < 0).any()):
-            unknown = sorted({int(v) for v in graph.atomic_numbers[index < 0].tolist()})
-            raise ValueError(
-                f"RelaxedNetwork: atomic numbers {unknown} are not among the model's species {self.config.species}"
-            )
 
     def _node_input(self, graph: AtomicGraph, species_one_hot: torch.Tensor, frame_d) -> torch.Tensor:
         dtype = self.scale.dtype
