@@ -17,6 +17,10 @@ _IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 _RENAMED = {"layers": "num_layers", "radial_layers": "num_radial_layers"}
 #: fitted values that older configs carried; they now live only in the model's buffers
 FITTED_KEYS = ("atomic_energies", "scale")
+#: keys added after model files were first written, with the value that reproduces a file without them
+_ABSENT_IN_OLDER_FILES = {"num_species_features": 0, "radial_basis": "smooth_finite"}
+#: radial bases of the edge scalars (see RelaxedNetworkConfig.radial_basis)
+RADIAL_BASES = ("bessel", "smooth_finite")
 
 
 @dataclass
@@ -56,7 +60,16 @@ class RelaxedNetworkConfig(DictConfig):
         Maximum degree of the edge spherical harmonics :math:`Y^{l}(\hat r)`, ``l = 0..lmax``
         (``normalize=True``, ``normalization="component"``).
     num_radial_basis : int
-        Number of ``smooth_finite`` radial basis functions on ``[0, cutoff]``.
+        Number :math:`n_b` of radial basis functions on ``[0, cutoff]``.
+    radial_basis : {"bessel", "smooth_finite"}
+        The radial basis :math:`B_k(r)`, ``k = 1..n_b``, of the edge scalars. ``"bessel"``:
+        :math:`B_k = \frac{\sin(k\pi x)}{x}\,u(x)` with :math:`x = r/r_c` and the envelope
+        :math:`u(x) = \exp(1 - 1/(1 - x^4))` (1 at :math:`x = 0`, vanishing with all its
+        derivatives at the cutoff), every function spanning the whole range, as NequIP's and
+        DimeNet's Bessel bases. ``"smooth_finite"``:
+        :math:`\sqrt{n_b}` times e3nn's ``soft_one_hot_linspace`` bumps (each :math:`C^\infty`
+        and nonzero over two of :math:`n_b + 1` intervals; a stored config without this key reads
+        as ``"smooth_finite"``).
     radial_neurons : int
         Width of the hidden layers of the radial network that maps the basis to tensor-product weights.
     num_radial_layers : int
@@ -73,6 +86,14 @@ class RelaxedNetworkConfig(DictConfig):
         parities) or an irreps string. Ignored when ``relaxed`` is ``False``.
     relax_at : {"both", "edge", "node"}
         Where :math:`\theta` enters each convolution (see ``relaxed_e3nn.nn.RelaxedConvolution``).
+    num_species_features : int
+        Width of the learned species embedding: the one-hot species vector goes through a
+        linear map to ``num_species_features`` scalars (``0e``), which start the node input
+        (as NequIP's type embedding). With one channel per species the first convolution can
+        only form as many radial descriptors as there are species (one, for a single element):
+        every hidden scalar of the first layer is then a multiple of the same neighbor density.
+        ``0``: the one-hot vector itself is the node input (models written before this key;
+        a stored config without it reads as ``0``).
     node_features : dict of str to str
         Extra per-atom inputs: names of entries of ``AtomicGraph.node_features`` mapped to their
         irreps (e.g. ``{"velocities": "1o", "charges": "0e"}``); concatenated, in this order, after
@@ -118,12 +139,14 @@ class RelaxedNetworkConfig(DictConfig):
     irreps_hidden: str = "32x0e+16x1o+16x1e+8x2e+8x2o"
     lmax: int = 2
     num_radial_basis: int = 8
+    radial_basis: str = "bessel"
     radial_neurons: int = 32
     num_radial_layers: int = 1
     num_neighbors: float = 12.0
     relaxed: bool = True
     irreps_relaxed: Union[int, str] = 2
     relax_at: str = "both"
+    num_species_features: int = 32
     node_features: Dict[str, str] = field(default_factory=dict)
     frame: List[List[float]] = field(default_factory=lambda: [row[:] for row in _IDENTITY])
     atomic_energies: InitVar[Optional[List[float]]] = None
@@ -187,9 +210,11 @@ class RelaxedNetworkConfig(DictConfig):
         if parse_irreps("irreps_hidden", self.irreps_hidden, _WHERE).dim == 0:
             fail("irreps_hidden", "non-empty irreps")
         for key, minimum in (("num_layers", 1), ("lmax", 0), ("num_radial_basis", 1), ("radial_neurons", 1),
-                             ("num_radial_layers", 0)):
+                             ("num_radial_layers", 0), ("num_species_features", 0)):
             if getattr(self, key) < minimum:
                 fail(key, "a non-negative int" if minimum == 0 else f"at least {minimum}")
+        if self.radial_basis not in RADIAL_BASES:
+            fail("radial_basis", f"one of {RADIAL_BASES}")
         if not (math.isfinite(self.num_neighbors) and self.num_neighbors > 0):
             fail("num_neighbors", "a positive number")
         if is_int(self.irreps_relaxed):
@@ -270,9 +295,12 @@ def current_keys(stored: Mapping[str, Any]) -> Dict[str, Any]:
     """A stored config (a model file's) with former names replaced and former fitted fields dropped.
 
     Files keep the names they were written with; reading them is not a use of a deprecated name,
-    so nothing is warned. The fitted values are in the file's ``state_dict`` as buffers.
+    so nothing is warned. The fitted values are in the file's ``state_dict`` as buffers. Keys
+    added since (:data:`_ABSENT_IN_OLDER_FILES`) take the value the file's model was built with.
     """
     out = {k: v for k, v in stored.items() if k not in FITTED_KEYS}
+    for key, value in _ABSENT_IN_OLDER_FILES.items():
+        out.setdefault(key, value)
     for old, new in _RENAMED.items():
         if old in out and new not in out:
             out[new] = out.pop(old)

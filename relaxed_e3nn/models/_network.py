@@ -25,6 +25,31 @@ _ACT_SCALARS = {1: torch.nn.functional.silu, -1: torch.tanh}
 _ACT_GATES = {1: torch.sigmoid, -1: torch.tanh}
 
 
+def _radial_embedding(edge_length: torch.Tensor, cutoff: float, number: int, basis: str) -> torch.Tensor:
+    r"""The edge scalars ``[E, number]``: the radial basis of ``RelaxedNetworkConfig.radial_basis``.
+
+    ``"bessel"``: :math:`B_k(r) = \sin(k\pi x)/x \cdot u(x)`, :math:`x = r/r_c`, with the envelope
+
+    .. math::
+        u(x) = \exp\Big(1 - \frac{1}{1 - x^4}\Big), \quad x < 1,
+
+    and 0 beyond the cutoff (:math:`u(0) = 1`, flat near 0, :math:`u(0.7) \approx 0.73`; :math:`u`
+    vanishes with all its derivatives at the cutoff). ``"smooth_finite"``: :math:`\sqrt{n_b}`
+    times e3nn's ``soft_one_hot_linspace(r, 0, r_c, n_b, "smooth_finite", cutoff=True)``. Edges have
+    :math:`r > 0` (self-pairs are excluded from every graph).
+    """
+    if basis == "smooth_finite":
+        return soft_one_hot_linspace(
+            edge_length, start=0.0, end=cutoff, number=number, basis="smooth_finite", cutoff=True
+        ).mul(number ** 0.5)
+    x = (edge_length / cutoff).unsqueeze(-1)
+    inside = x < 1.0
+    gap = torch.where(inside, 1.0 - x.pow(4), torch.ones_like(x))  # no 1/0 (nor its gradient) outside
+    envelope = torch.where(inside, torch.exp(1.0 - 1.0 / gap), torch.zeros_like(x))
+    frequencies = torch.arange(1, number + 1, dtype=edge_length.dtype, device=edge_length.device) * math.pi
+    return torch.sin(frequencies * x) / x * envelope
+
+
 def _tp_path_exists(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, ir_out: o3.Irrep) -> bool:
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in1.simplify() for _, ir2 in irreps_in2.simplify())
 
@@ -46,13 +71,16 @@ class RelaxedNetwork(torch.nn.Module):
 
     Architecture (``gate_points_2101.Network`` on an :class:`~relaxed_e3nn.data.AtomicGraph`):
 
-    * node input :math:`h^0_i = \mathrm{onehot}(Z_i) \oplus f_i` (species embedding followed by
-      the ``config.node_features``), node attribute :math:`\mathrm{onehot}(Z_i)`;
+    * node input :math:`h^0_i = W\,\mathrm{onehot}(Z_i) \oplus f_i` (a learned species embedding,
+      ``config.num_species_features`` scalars, followed by the ``config.node_features``; with
+      ``num_species_features = 0`` the one-hot vector itself), node attribute
+      :math:`\mathrm{onehot}(Z_i)`;
     * edges :math:`\mathbf{r}_e = \mathbf{x}_\text{src} - \mathbf{x}_\text{dst} + \mathbf{S}_e\mathbf{C}`
       (expressed in the model frame, :math:`F\mathbf{r}_e`), edge attribute
-      :math:`Y^{0..l_\max}(\hat{\mathbf r}_e)` and edge scalars
-      :math:`\sqrt{n_b}\,B_k(|\mathbf r_e|)`, ``smooth_finite`` bases that vanish with all their
-      derivatives at the cutoff (so the energy is smooth as atoms cross it);
+      :math:`Y^{0..l_\max}(\hat{\mathbf r}_e)` and edge scalars :math:`B_k(|\mathbf r_e|)`
+      (Bessel functions times a polynomial envelope, or ``smooth_finite``
+      bumps) that vanish with their derivatives at the cutoff (so the energy is smooth as
+      atoms cross it);
     * ``num_layers`` x (convolution + gate), then a final convolution to the output irreps.
       Each convolution is a ``relaxed_e3nn.nn.RelaxedConvolution`` (own :math:`\theta`) when
       ``config.relaxed`` and a plain ``gate_points_2101.Convolution`` otherwise;
@@ -119,7 +147,11 @@ class RelaxedNetwork(torch.nn.Module):
 
         self.irreps_node_attr = o3.Irreps(f"{num_species}x0e")
         self.irreps_node_features = {name: o3.Irreps(irreps) for name, irreps in cfg.node_features.items()}
+        self.species_embedding = None
         irreps_input = o3.Irreps(f"{num_species}x0e")
+        if cfg.num_species_features > 0:
+            self.species_embedding = o3.Linear(irreps_input, f"{cfg.num_species_features}x0e")
+            irreps_input = self.species_embedding.irreps_out
         for irreps in self.irreps_node_features.values():
             irreps_input = irreps_input + irreps
         self.irreps_node_input = irreps_input
@@ -299,7 +331,7 @@ class RelaxedNetwork(torch.nn.Module):
 
     def _node_input(self, graph: AtomicGraph, species_one_hot: torch.Tensor, frame_d) -> torch.Tensor:
         dtype = self.scale.dtype
-        parts = [species_one_hot]
+        parts = [species_one_hot if self.species_embedding is None else self.species_embedding(species_one_hot)]
         for name, irreps in self.irreps_node_features.items():
             if name not in graph.node_features:
                 raise ValueError(
@@ -386,9 +418,7 @@ class RelaxedNetwork(torch.nn.Module):
             edge_vec = edge_vec @ frame.T
         edge_attr = o3.spherical_harmonics(self.irreps_edge_attr, edge_vec, normalize=True, normalization="component")
         edge_length = edge_vec.norm(dim=1)
-        edge_scalars = soft_one_hot_linspace(
-            edge_length, start=0.0, end=cfg.cutoff, number=cfg.num_radial_basis, basis="smooth_finite", cutoff=True
-        ).mul(cfg.num_radial_basis ** 0.5)
+        edge_scalars = _radial_embedding(edge_length, cfg.cutoff, cfg.num_radial_basis, cfg.radial_basis)
         node_attr = torch.nn.functional.one_hot(species, len(cfg.species)).to(edge_vec.dtype)
         x = self._node_input(graph, node_attr, frame)
         for layer in self.layers:
