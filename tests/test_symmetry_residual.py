@@ -252,6 +252,17 @@ def test_within_intersections():
     assert residual_group(torch.randn(IRREPS.dim, dtype=torch.float64), IRREPS, within="Oh").schoenflies == "C1"
 
 
+def test_within_a_finite_parent_near_the_bound_is_still_a_group():
+    """A vector ⟂ z within C4 at a bound between |C4 v − v| = √2 and |C2 v − v| = 2: C4 and C4³ pass
+    but their product C2 does not, so the kept elements are no group; the answer is the largest
+    group within the bound (C1), not an error."""
+    theta = torch.tensor([5.58, 1.0, 0.0, 0.0], dtype=torch.float64)  # 0e + 1o (y, z, x): along y
+    bound = 0.3 * float(theta.norm())
+    assert math.sqrt(2) < bound < 2
+    assert residual_group(theta, "1x0e+1x1o", tol=0.3, within="C4") == point_group("C1")
+    assert residual_group(theta, "1x0e+1x1o", tol=0.37, within="C4") == point_group("C4")  # bound > 2
+
+
 def test_model_and_list_inputs_intersect_layers():
     from relaxed_e3nn.nn import RelaxedWeights
 

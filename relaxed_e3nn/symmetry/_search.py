@@ -281,11 +281,20 @@ def search(blocks: Sequence[Block], tol: float, atol: float, norm: float = None)
 
 
 def intersect(blocks: Sequence[Block], group, parent, thr: float):
-    """The elements of ``parent`` that keep ``theta`` within ``thr`` (finite parent), else ``group ∩ parent``."""
+    r"""The elements of ``parent`` that keep ``theta`` within ``thr`` (finite parent), else ``group ∩ parent``.
+
+    Near the bound the kept elements need not form a group (:math:`\lVert D(gh)\theta-\theta\rVert`
+    is only bounded by the sum of the two errors); they are then closed greedily, smallest error
+    first, keeping a generator only while the whole group stays within ``thr`` (as in the search).
+    """
     if parent.is_finite:
         mats = parent.elements.numpy()
-        keep = _within(element_errors(blocks, mats), thr)
-        return point_group_from_elements(mats[keep], tol=1e-6)
+        errors = element_errors(blocks, mats)
+        keep = _within(errors, thr)
+        try:
+            return point_group_from_elements(mats[keep], tol=1e-6)
+        except ValueError:
+            return _close(blocks, list(mats[keep]), list(errors[keep]), thr)
     return group.intersection(parent, tol=1e-6)
 
 
