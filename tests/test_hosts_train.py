@@ -111,7 +111,7 @@ def test_unknown_model_kind_names_model_kind(tmp_path):
 def test_nequip_validated_breaking_runs_through_the_trainer(tmp_path):
     pytest.importorskip("nequip")
     config = tiny_train_config(str(write_emt_copper(tmp_path / "cu.xyz", 12, seed=2)), tmp_path / "run", epochs=1,
-                               symmetry={"validate": True, "finetune_steps": 2, "fraction": 0.25},
+                               symmetry={"validate": True, "finetune_steps": 2, "fraction": 0.25, "min_blocks": 1},
                                data={"val_fraction": 0.25})
     config["model"] = nequip_section()
     result = train(config)

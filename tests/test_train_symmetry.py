@@ -19,7 +19,7 @@ from relaxed_e3nn.symmetry import breaking_beyond
 from relaxed_e3nn.train import load_checkpoint, predict, train
 from relaxed_e3nn.train._data import make_split
 from relaxed_e3nn.train._config import DataConfig
-from relaxed_e3nn.train._symmetry import block_ids, finetune_budget
+from relaxed_e3nn.train._symmetry import block_ids, finetune_budget, restricted_steps
 from relaxed_e3nn.train._testing import emt_slab_md, tiny_train_config
 
 MIRROR_NORMAL = np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0)  # B; E along z is perpendicular: Cs
@@ -59,6 +59,9 @@ def test_emt_slab_default_training_is_rotation_invariant(slab):
     record = model.metadata["symmetry"]
     assert record["parent"]["group"] == "O3" and record["parent"]["source"] == "default"
     assert record["decision"]["chosen"]["group"] == "O3", record["decision"]["summary"]
+    # 32 frames of one short trajectory leave 3 selection frames: too little evidence for breaking
+    assert record["decision"]["thin_evidence"] and not record["validated"]
+    assert "too little evidence" in record["decision"]["summary"]
 
 
 @pytest.mark.slow
@@ -197,12 +200,23 @@ def test_blocks_and_budget():
     assert finetune_budget(7, 10) == 7
 
 
+def test_restricted_steps_are_a_function_of_seed_and_epoch():
+    first = restricted_steps(400, 0.5, seed=3, epoch=7)
+    assert np.array_equal(first, restricted_steps(400, 0.5, seed=3, epoch=7))  # a resumed run repeats them
+    assert not np.array_equal(first, restricted_steps(400, 0.5, seed=3, epoch=8))
+    assert 150 < first.sum() < 250
+    assert not restricted_steps(50, 0.0, seed=3, epoch=7).any()
+
+
 @pytest.mark.parametrize("config, match", [
     ({"symmetry": {"margin": 0}}, "symmetry.margin"),
     ({"symmetry": {"fraction": 0.0}}, "symmetry.fraction must be > 0"),
     ({"symmetry": {"within": {"group": "C3v", "frame": [[1, 0, 0]] * 3, "axes": [[0, 0, 1]]}}}, "not both"),
     ({"symmetry": {"impose": {"frame": [[1, 0, 0]]}}}, "must name its group"),
     ({"symmetry": {"within": {"group": "C3v", "axis": [0, 0, 1]}}}, "did you mean 'axes'"),
+    ({"symmetry": {"min_blocks": 0}}, "symmetry.min_blocks"),
+    ({"symmetry": {"restricted_fraction": 1.0}}, "symmetry.restricted_fraction"),
+    ({"symmetry": {"restricted_fraction": -0.1}}, "symmetry.restricted_fraction"),
 ])
 def test_bad_symmetry_config(config, match):
     from relaxed_e3nn.train import TrainConfig

@@ -19,7 +19,8 @@ from relaxed_e3nn.groups import frame_from_axes, point_group
 from relaxed_e3nn.models import RelaxedNetwork, RelaxedNetworkConfig
 from relaxed_e3nn.nn import make_optimizer, relaxed_parameters
 from relaxed_e3nn.symmetry import (
-    BreakingDecision, breaking_beyond, candidate_groups, equivariance_error, project_thetas, validate_breaking,
+    BreakingDecision, ThetaProjector, breaking_beyond, candidate_groups, equivariance_error, project_thetas,
+    validate_breaking,
 )
 
 CUTOFF = 3.0
@@ -117,6 +118,33 @@ def test_breaking_beyond_is_zero_only_inside_the_invariant_subspace():
     assert max(breaking_beyond(model, "O3").values()) == 0.0
     for _, irreps, theta in relaxed_parameters(model):  # only the 0e scalar survives O(3)
         assert float(theta.detach()[1:].abs().max()) == 0.0 and irreps[0].ir.l == 0
+
+
+def test_restricted_step_trains_the_symmetric_restriction(dtype, float_tolerance):
+    """Inside ``restricted()`` the model is exactly H-equivariant; on exit θ's outside part is back and
+    the gradients are projected, so a step changes only the ordinary weights and P θ."""
+    group = _groups(np.random.default_rng(4))["C3v"]
+    model = RelaxedNetwork(_config(), dtype=dtype)
+    _randomize_thetas(model)
+    atoms = _cluster(2)
+    projector = ThetaProjector(model, group)
+    before = [theta.detach().clone() for _, _, theta in relaxed_parameters(model)]
+    assert _error(model, atoms, group, dtype) > 1e-3  # negative control
+    with projector.restricted():
+        assert _error(model, atoms, group, dtype) < 10 * float_tolerance
+        graph = from_ase(atoms, CUTOFF, dtype=dtype)
+        model(graph, compute_forces=True)["energy"].sum().backward()
+    for (_, _, theta), old in zip(relaxed_parameters(model), before):
+        assert torch.equal(theta.detach(), old)
+    for _, _, theta, P in projector.entries:
+        grad = theta.grad.to(torch.float64)
+        assert float(grad.norm()) > 0
+        assert float((grad - P @ grad).norm()) <= float_tolerance * float(grad.norm())
+    with pytest.raises(RuntimeError, match="inside"):
+        with projector.restricted():
+            raise RuntimeError("inside")
+    for (_, _, theta), old in zip(relaxed_parameters(model), before):  # restored after an error too
+        assert torch.equal(theta.detach(), old)
 
 
 def test_projection_rejects_bad_arguments():

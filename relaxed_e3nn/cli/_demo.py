@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="demo_output",
                         help="output directory (default: demo_output/); a previous demo run there is replaced")
     parser.add_argument("--phase", choices=sorted(_PHASE_TEXT), default="P4mm", help="polar phase (default: P4mm)")
-    parser.add_argument("--quick", action="store_true", help="3 epochs on 16 cells, about 10 s in all (for tests and smoke runs)")
+    parser.add_argument("--quick", action="store_true", help="3 epochs on 48 cells, about 10 s in all (for tests and smoke runs)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 80, quick: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and models (default: 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, default="auto",
@@ -46,9 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _settings(args):
     if args.quick:
-        settings = dict(num_train=16, num_test=8, epochs=3, batch_size=8)
+        settings = dict(num_train=48, num_test=8, epochs=3, batch_size=8, selection=0.25)
     else:
-        settings = dict(num_train=96, num_test=32, epochs=80, batch_size=8)
+        settings = dict(num_train=96, num_test=32, epochs=80, batch_size=8, selection=0.15)
     if args.epochs is not None:
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
@@ -88,6 +88,8 @@ def _train_config(out_dir: Path, data_dir: Path, settings, seed: int, strict: bo
             "num_neighbors": 10.0,
         },
         "optim": {"lr": 1e-2, "scheduler": "plateau", "lr_patience": 5},
+        # held-out cells for the decision: 14 of 96 (12 of 48 with --quick), above symmetry.min_blocks
+        "symmetry": {"fraction": settings["selection"]},
     }
 
 

@@ -22,7 +22,7 @@ from ._residual import (
 from ._significance import SignificanceRow, breaking_significance, noise_floor, significant_part
 from ._spectrum import SpectrumRow, breaking_spectrum, invariant_part, plot_signal, plot_spectrum
 # validated breaking last: its modules import the public names above from this package
-from ._projection import breaking_beyond, project_thetas
+from ._projection import ThetaProjector, breaking_beyond, project_thetas
 from ._candidates import BreakingCandidate, candidate_groups
 from ._validate import BreakingDecision, breaking_demand, validate_breaking
 
@@ -52,6 +52,7 @@ __all__ = [
     "scan_summary",
     "stored_group",
     "project_thetas",
+    "ThetaProjector",
     "breaking_beyond",
     "candidate_groups",
     "BreakingCandidate",

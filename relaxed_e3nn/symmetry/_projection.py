@@ -17,7 +17,8 @@ vectors :math:`F\mathbf{r}`. A group :math:`H` given in input coordinates then a
 :math:`h \in H`, :math:`f(h\mathbf{x}) = g(F h F^\top F\mathbf{x})` and :math:`F h F^\top` must fix
 :math:`\theta`.
 """
-from typing import Dict, List, Optional, Tuple
+import contextlib
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -99,6 +100,26 @@ class ThetaProjector:
         r""":math:`\theta \leftarrow P\theta` for every relaxed weight (computed in float64, cast back)."""
         for _, _, theta, P in self.entries:
             theta.copy_((P @ theta.detach().to(torch.float64)).to(theta.dtype))
+
+    @contextlib.contextmanager
+    def restricted(self) -> Iterator[None]:
+        r"""Run a training step of the H-equivariant restriction of the model.
+
+        Inside the block every :math:`\theta` is :math:`P\theta` (the model is exactly
+        H-equivariant); on exit the part outside :math:`V_H`, :math:`(1 - P)\theta`, is restored and
+        every gradient is projected, :math:`\nabla_\theta \leftarrow P\nabla_\theta`, so that the
+        step trains the restriction only (the ordinary weights and :math:`P\theta`).
+        """
+        saved = [theta.detach().clone() for _, _, theta, _ in self.entries]
+        self.apply_()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, _, theta, P), value in zip(self.entries, saved):
+                    theta.copy_(value)
+                    if theta.grad is not None:
+                        theta.grad.copy_((P @ theta.grad.to(torch.float64)).to(theta.grad.dtype))
 
     @torch.no_grad()
     def projected(self) -> np.ndarray:

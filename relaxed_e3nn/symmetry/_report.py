@@ -274,6 +274,8 @@ class SymmetryReport:
             label = chosen.get("label", chosen.get("group", "?"))
             if self.decision.get("validated", True):
                 line += f"; validated: {label}"
+            elif self.decision.get("thin_evidence"):
+                line += f"; validated: none, too little held-out evidence (kept the parent {label})"
             else:
                 line += f"; validated: none within the margin (kept {label})"
         return line

@@ -29,7 +29,9 @@ proposed by the residual groups of :math:`\theta` and of the breaking the traini
    inclusion; ties to the lower held-out loss) the first :math:`H` with :math:`U_H < \delta` (``margin``)
    is accepted: its symmetry costs, with the stated confidence, less than a fraction :math:`\delta` of
    the held-out loss. When none qualifies the fallback is the residual group of :math:`\theta` at the
-   tightest scan tolerance (what the unconstrained model keeps).
+   tightest scan tolerance (what the unconstrained model keeps). With fewer than ``min_blocks``
+   blocks the bootstrap bound is not trusted (a percentile bootstrap over a handful of blocks is
+   far too narrow) and no breaking is supported: the parent is kept, whatever the point estimates.
 5. *Evidence.* Applying the same rule with :math:`\Delta^*_H` of each bootstrap resample in place of
    :math:`U_H` says how often each candidate would have been chosen (``win_frequency``): a decision
    that wins 95% of resamples is stable; one split between two candidates is marginal.
@@ -56,11 +58,12 @@ from relaxed_e3nn.symmetry._projection import ThetaProjector, _as_group, model_f
 from relaxed_e3nn.symmetry._report import group_label
 from relaxed_e3nn.symmetry._residual import SCAN_TOLERANCES
 
-__all__ = ["BreakingDecision", "validate_breaking", "breaking_demand", "DEFAULT_FINETUNE_STEPS"]
+__all__ = ["BreakingDecision", "validate_breaking", "breaking_demand", "DEFAULT_FINETUNE_STEPS", "MIN_BLOCKS"]
 
 #: fine-tune steps given to every copy when the caller does not say
 DEFAULT_FINETUNE_STEPS = 20
-_MIN_BLOCKS_WARNING = 10
+#: fewer held-out blocks than this are too little evidence for any breaking: the parent is kept
+MIN_BLOCKS = 10
 
 
 @dataclass
@@ -85,6 +88,10 @@ class BreakingDecision:
         :math:`\delta` and the level of the one-sided bound.
     num_structures, num_blocks, num_bootstrap, finetune_steps, seed : int
         Size of the evidence and of the fine-tune, and the bootstrap seed.
+    min_blocks : int
+        The fewest blocks that can support breaking.
+    thin_evidence : bool
+        ``num_blocks < min_blocks``: the parent was kept without a test.
     """
 
     chosen: PointGroup
@@ -100,11 +107,14 @@ class BreakingDecision:
     num_bootstrap: int
     finetune_steps: int
     seed: int
+    min_blocks: int = MIN_BLOCKS
+    thin_evidence: bool = False
 
     @property
     def validated(self) -> bool:
-        """Whether the chosen group passed the test (``False``: no candidate did; the fallback was kept)."""
-        return bool(self.candidates[self.chosen_index].accepted)
+        """Whether the chosen group passed the test (``False``: no candidate did and the fallback was
+        kept, or the evidence was too thin to test and the parent was kept)."""
+        return not self.thin_evidence and bool(self.candidates[self.chosen_index].accepted)
 
     def apply(self, model: torch.nn.Module, *, frame=None) -> torch.nn.Module:
         r"""Project ``model``'s :math:`\theta` onto :math:`V_\text{chosen}` in place (see :func:`project_thetas`).
@@ -122,6 +132,9 @@ class BreakingDecision:
         bound = f"ΔL/L ≤ {chosen.ucb:.3g} at {self.confidence:.0%}"
         scan = scan_text(self.candidates)
         head = f"{scan}; " if scan else ""
+        if self.thin_evidence:
+            return (f"{head}validated: none; {self.num_blocks} held-out blocks (fewer than {self.min_blocks}) are "
+                    f"too little evidence for any breaking: kept the parent {chosen.label}")
         if self.validated:
             return f"{head}validated: {chosen.label} ({bound})"
         return (f"{head}validated: none within margin {self.margin:g}; kept the unconstrained group "
@@ -160,6 +173,8 @@ class BreakingDecision:
             "num_bootstrap": self.num_bootstrap,
             "finetune_steps": self.finetune_steps,
             "seed": self.seed,
+            "min_blocks": self.min_blocks,
+            "thin_evidence": self.thin_evidence,
             "summary": self.summary(),
         }
 
@@ -340,6 +355,7 @@ def validate_breaking(
     seed: int = 0,
     confidence: float = 0.95,
     tols: Sequence[float] = SCAN_TOLERANCES,
+    min_blocks: int = MIN_BLOCKS,
 ) -> BreakingDecision:
     r"""Decide from held-out data which symmetry breaking of a trained relaxed model is real.
 
@@ -380,6 +396,9 @@ def validate_breaking(
         Level of the one-sided upper bound.
     tols : sequence of float
         The tolerance scan of :func:`~relaxed_e3nn.symmetry.candidate_groups`.
+    min_blocks : int
+        With fewer held-out blocks no breaking is supported: the parent is kept (and a warning
+        says so); the evidence is still computed and reported.
 
     Returns
     -------
@@ -392,6 +411,8 @@ def validate_breaking(
         that returns a scalar, a non-1-D tensor, negative or non-finite losses.
     """
     _check_settings(margin, confidence, num_bootstrap, finetune_steps, finetune_lr, seed)
+    if not (is_int(min_blocks) and min_blocks >= 1):
+        raise ValueError(f"min_blocks must be a positive int, got {min_blocks!r}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if optimizer_factory is not None and not callable(optimizer_factory):
@@ -409,8 +430,10 @@ def validate_breaking(
     losses = np.stack([_finetune_and_evaluate(model, c.group, **run) for c in candidates])
     codes = _block_codes(block_ids, len(free))
     num_blocks = int(codes.max()) + 1
-    if num_blocks < _MIN_BLOCKS_WARNING:
-        warnings.warn(f"validate_breaking: only {num_blocks} held-out blocks; the confidence bound is unreliable",
+    thin = num_blocks < min_blocks
+    if thin:
+        warnings.warn(f"validate_breaking: only {num_blocks} held-out blocks (fewer than {min_blocks}): too little "
+                      f"evidence for any breaking, the parent is kept; hold out more structures or trajectories",
                       stacklevel=2)
     means = losses.mean(axis=1)
     order = sorted(range(len(candidates)), key=lambda k: (candidates[k].num_invariants, means[k]))
@@ -420,10 +443,11 @@ def validate_breaking(
     for k, c in enumerate(candidates):
         c.mean_loss, c.relative_excess, c.ucb = float(means[k]), float(excess[k]), float(ucb[k])
         c.win_frequency, c.accepted = float(wins[k]), bool(ucb[k] < margin)
-    chosen = int(_decide(ucb[:, None], order, margin, fallback)[0])
+    parent_index = next(k for k, c in enumerate(candidates) if c.is_parent)
+    chosen = parent_index if thin else int(_decide(ucb[:, None], order, margin, fallback)[0])
     return BreakingDecision(
         chosen=candidates[chosen].group, parent=parent, candidates=candidates, chosen_index=chosen,
         fallback_index=fallback, free_loss=float(free.mean()), margin=float(margin), confidence=float(confidence),
         num_structures=len(free), num_blocks=num_blocks, num_bootstrap=num_bootstrap,
-        finetune_steps=finetune_steps, seed=seed,
+        finetune_steps=finetune_steps, seed=seed, min_blocks=int(min_blocks), thin_evidence=thin,
     )

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from relaxed_e3nn._checks import DTYPES, ORDINARY_OPTIMIZERS, THETA_OPTIMIZERS, check_choice
+from relaxed_e3nn._checks import DTYPES, ORDINARY_OPTIMIZERS, THETA_OPTIMIZERS, check_choice, is_int
 from relaxed_e3nn._settings import (DictConfig, check_fields, check_keys, check_known, check_type, field_names,
                                     field_type)
 from relaxed_e3nn.models import RelaxedNetworkConfig
@@ -123,6 +123,16 @@ class SymmetryConfig:
     parent_tol : float
         RMS displacement (Å) within which the parent must map each training structure onto itself
         (:func:`relaxed_e3nn.groups.check_parent`).
+    min_blocks : int
+        The fewest evidence blocks of the selection split (time stretches or trajectories,
+        :func:`relaxed_e3nn.train._symmetry.block_ids`) that can support breaking; with fewer the
+        parent is kept and the log says so.
+    restricted_fraction : float
+        Share of the training steps taken by the parent-symmetric restriction of the model (θ
+        projected onto the parent's invariant subspace for the step, only the ordinary weights and
+        the invariant part of θ updated; :meth:`relaxed_e3nn.symmetry.ThetaProjector.restricted`),
+        so that the decision compares two trained models rather than a trained model and its
+        projection. Used when ``validate`` is on and no group is imposed; 0 switches it off.
     """
 
     validate: bool = True
@@ -132,6 +142,8 @@ class SymmetryConfig:
     finetune_steps: Optional[int] = None
     fraction: float = 0.1
     parent_tol: float = 0.3
+    min_blocks: int = 10
+    restricted_fraction: float = 0.5
 
 
 @dataclass
@@ -326,6 +338,10 @@ class TrainConfig(DictConfig):
                              "decision needs held-out structures); or set symmetry.validate: false")
         if not s.parent_tol > 0:
             raise ValueError(f"config: symmetry.parent_tol must be > 0, got {s.parent_tol}")
+        if not (is_int(s.min_blocks) and s.min_blocks >= 1):
+            raise ValueError(f"config: symmetry.min_blocks must be an int >= 1, got {s.min_blocks!r}")
+        if not 0.0 <= s.restricted_fraction < 1.0:
+            raise ValueError(f"config: symmetry.restricted_fraction must be in [0, 1), got {s.restricted_fraction}")
         for key in ("within", "impose"):
             _check_group_spec(f"symmetry.{key}", getattr(s, key))
         _check_group_spec("data.symmetrize", self.data.symmetrize)

@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from relaxed_e3nn.models import (RelaxedNetwork, RelaxedNetworkConfig, build_hos
                                  host_model_section, model_from_dict, model_to_dict, save)
 from relaxed_e3nn.nn.hosts import HOST_KINDS
 from relaxed_e3nn.nn import make_optimizer
+from relaxed_e3nn.symmetry import ThetaProjector
 from relaxed_e3nn.train import _dynamics
 from relaxed_e3nn.train._checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from relaxed_e3nn.train._config import DynamicsConfig, TrainConfig
@@ -140,6 +141,7 @@ class _Trainer:
         self.refit_shifts = (self.spec.output == "energy" and cfg.fit_atomic_energies and cfg.E0s is None
                              and model_dict.get("atomic_energies") is None and "energy" in self.spec.names)
         self.model = self._build_model(model_dict, checkpoint)
+        self.restriction = self._restriction()
         o = cfg.optim
         self.optimizer = make_optimizer(self.model, o.lr, name=o.name, weight_decay=o.weight_decay,
                                         theta_lr=o.theta_lr, theta_optimizer=o.theta_optimizer,
@@ -253,6 +255,15 @@ class _Trainer:
         self.selection_blocks = _symmetry.block_ids([a.info for a in sets.atoms["train"]],
                                                     self.split.get("selection", []), len(sets.atoms["train"]))
 
+    def _restriction(self) -> Optional[ThetaProjector]:
+        """The parent's projector for the restricted steps (``symmetry.restricted_fraction``), or None."""
+        fraction = self.cfg.symmetry.restricted_fraction
+        if not self.validating or self.imposed is not None or fraction == 0.0:
+            return None
+        self._log(f"{fraction:.0%} of the training steps train the {self.parent.group.schoenflies}-symmetric "
+                  f"restriction of the model (θ projected for the step)")
+        return ThetaProjector(self.model, self.parent.group)
+
     def _make_scheduler(self):
         o = self.cfg.optim
         if o.scheduler == "plateau":
@@ -319,13 +330,16 @@ class _Trainer:
         batches = epoch_batches(self.train_orbits, cfg.batch_size, cfg.seed, epoch)
         bar = progress_bar(len(batches), f"epoch {epoch + 1}/{cfg.epochs}", self._show_progress())
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        for batch in batches:
+        restricted = _symmetry.restricted_steps(len(batches), cfg.symmetry.restricted_fraction, cfg.seed, epoch) \
+            if self.restriction is not None else np.zeros(len(batches), dtype=bool)
+        for batch, restrict in zip(batches, restricted):
             counts = _add_counts(self.train_counts[i] for i in batch)
             mine = batch[ctx.rank::ctx.world_size]
             self.optimizer.zero_grad(set_to_none=True)
             if mine:
-                loss = self._batch_loss([self.train_set[i] for i in mine], counts)
-                loss.backward()
+                with self.restriction.restricted() if restrict else contextlib.nullcontext():
+                    loss = self._batch_loss([self.train_set[i] for i in mine], counts)
+                    loss.backward()
                 step_loss = loss.detach().to(torch.float64).reshape(())
             else:
                 step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)
@@ -495,7 +509,8 @@ class _Trainer:
                 blocks=self.selection_blocks, parent=self.imposed or self.parent.group, margin=cfg.margin,
                 finetune_steps=_symmetry.finetune_budget(cfg.finetune_steps, len(self.history) * len(batches)),
                 optimizer_factory=factory,
-                eval_batch_size=self._eval_batch_size(), device=self.ctx.device, seed=self.cfg.seed)
+                eval_batch_size=self._eval_batch_size(), device=self.ctx.device, seed=self.cfg.seed,
+                min_blocks=cfg.min_blocks)
             decision.apply(self.model)
             elapsed = time.perf_counter() - start
             for message in messages:

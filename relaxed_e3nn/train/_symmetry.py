@@ -47,7 +47,7 @@ from relaxed_e3nn.symmetry import BreakingDecision, breaking_beyond, project_the
 from relaxed_e3nn.train._targets import TargetSpec, structure_losses
 
 __all__ = ["ParentRecord", "group_from_config", "resolve_parent", "block_ids", "structure_loss_fn",
-           "validate_trained", "symmetry_record", "symmetry_text", "write_symmetry_files", "impose", "finetune_budget",
+           "validate_trained", "restricted_steps", "symmetry_record", "symmetry_text", "write_symmetry_files", "impose", "finetune_budget",
            "NUM_FILE_BLOCKS", "MAX_CHECKED", "MIN_FINETUNE_STEPS", "MAX_FINETUNE_STEPS"]
 
 #: contiguous file-order blocks of ``data.train`` when the structures carry no trajectory or orbit
@@ -190,6 +190,14 @@ def finetune_budget(steps: Optional[int], num_steps_trained: int) -> int:
     return int(min(MAX_FINETUNE_STEPS, max(MIN_FINETUNE_STEPS, round(0.02 * num_steps_trained))))
 
 
+def restricted_steps(num_steps: int, fraction: float, seed: int, epoch: int) -> np.ndarray:
+    """Which steps of an epoch train the parent-symmetric restriction (``symmetry.restricted_fraction``).
+
+    A boolean mask, a function of ``(seed, epoch)`` only, so a resumed run repeats it.
+    """
+    return np.random.default_rng([int(seed), int(epoch), 0x5E57]).random(num_steps) < fraction
+
+
 def structure_loss_fn(spec: TargetSpec) -> Callable:
     """``loss_fn(model, batch)``: the run's loss of every structure of a batch (``[num_graphs]``)."""
 
@@ -202,8 +210,8 @@ def structure_loss_fn(spec: TargetSpec) -> Callable:
 
 def validate_trained(model, *, spec: TargetSpec, train_batches: Sequence[Sequence], heldout: Sequence,
                      blocks: Sequence, parent: PointGroup, margin: float, finetune_steps: int,
-                     optimizer_factory: Callable, eval_batch_size: int, device,
-                     seed: int) -> Tuple[BreakingDecision, List[str]]:
+                     optimizer_factory: Callable, eval_batch_size: int, device, seed: int,
+                     min_blocks: int) -> Tuple[BreakingDecision, List[str]]:
     """Run :func:`~relaxed_e3nn.symmetry.validate_breaking` on a trained model.
 
     ``train_batches`` are lists of training graphs (one optimizer step each, used cyclically by the
@@ -218,7 +226,7 @@ def validate_trained(model, *, spec: TargetSpec, train_batches: Sequence[Sequenc
         warnings.simplefilter("always")
         decision = validate_breaking(model, train, held, structure_loss_fn(spec), parent=parent, margin=margin,
                                      finetune_steps=finetune_steps, optimizer_factory=optimizer_factory,
-                                     block_ids=list(blocks), seed=seed)
+                                     block_ids=list(blocks), seed=seed, min_blocks=min_blocks)
     return decision, [str(w.message) for w in caught]
 
 

@@ -4,7 +4,9 @@ Each generator lives in its own private module and is registered in ``GENERATORS
 so ``relaxed-e3nn generate NAME`` and a training config's ``{generator: NAME, ...}`` find it. A generator is
 called as ``GENERATORS[name](num_samples=..., seed=..., **options)`` and returns a list of
 ``ase.Atoms`` whose ``info`` documents the known answer: ``parent_group`` (the symmetry of the
-inputs), ``residual_group`` (the symmetry that the targets keep) and ``axis``.
+inputs), ``residual_group`` (the symmetry that the targets keep) and ``axis``; ``trajectory`` names
+the independent unit of each structure (a sample, or an MD run), the evidence block of the
+trainer's validated breaking, and ``orbit_id`` the images of one sample under ``symmetrize``.
 
 ==========================  ==========================================================  ===================
 name                        data                                                        residual symmetry

@@ -153,6 +153,7 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
     subgroup, elements = symmetrizing_elements(residual, axis) if symmetrize else ("C1", np.eye(3)[None])
 
     snapshots: List[Atoms] = []
+    num_runs = 0
     while len(snapshots) < num_samples * len(elements):
         size = sizes[int(rng.integers(len(sizes)))]
         symbols = np.array([species[0]] * (size // 2) + [species[1]] * (size // 2))
@@ -167,6 +168,8 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
                             fixcm=False, rng=rng)
         if equilibration:
             dynamics.run(equilibration)
+        run = num_runs
+        num_runs += 1
         for _ in range(frames_per_trajectory):
             dynamics.run(stride)
             energy, forces = float(atoms.get_potential_energy()), atoms.get_forces().copy()
@@ -182,6 +185,7 @@ def field_md(num_samples: int = 100, seed: int = 0, *, field: Sequence[float] = 
                     "axis": axis.copy(),
                     "symmetrized_by": subgroup,
                     "orbit_id": len(snapshots) // len(elements),  # the images of one sample share it
+                    "trajectory": run,  # frames of one MD run are correlated: one block of evidence
                 })
                 frame.arrays["REF_forces"] = forces @ g.T
                 snapshots.append(frame)

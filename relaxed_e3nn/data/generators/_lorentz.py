@@ -184,6 +184,7 @@ def lorentz(num_samples: int = 100, seed: int = 0, *, E: Sequence[float] = (1.0,
                 "axis": axis.copy(),
                 "symmetrized_by": subgroup,
                 "orbit_id": len(samples) // len(elements),  # the images of one sample share it
+                "trajectory": len(samples) // len(elements),  # independent samples: one block each
             })
             samples.append(atoms)
     return samples

@@ -189,6 +189,7 @@ def perovskite_distortion(num_samples: int = 100, seed: int = 0, *, phase: str =
             "residual_group": residual,
             "residual_group_hm": hm_symbol,
             "axis": direction.copy(),
+            "trajectory": len(structures),  # independent samples: each its own block of evidence
         })
         structures.append(atoms)
     return structures

@@ -104,6 +104,7 @@ def shape_deformation(num_samples: int = 16, seed: int = 0, *, target: str = "pr
             "parent_group": "Oh",
             "residual_group": residual,
             "axis": np.asarray(axis),
+            "trajectory": len(samples),  # independent samples: each its own block of evidence
         })
         samples.append(atoms)
     return samples
