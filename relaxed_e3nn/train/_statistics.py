@@ -201,10 +201,9 @@ def _fitted_scale(spec: TargetSpec, batch, out, n_atoms: torch.Tensor, default: 
 
     RMS force component over RMS predicted force component for an energy model with forces;
     RMS target over RMS output for node / graph models; the spread of per-atom energies for an
-    energy-only fit. The network's own size is taken as at least 0.1: an output that vanishes by
+    energy-only fit. The network's own size is clamped to [0.1, 10]: an output that vanishes by
     symmetry (a strict model on centrosymmetric inputs, zero forces of a perfect crystal) must
-    not be blown up. There is no upper bound: a network whose untrained forces are far larger
-    than the data's (rough radial functions, many neighbors) starts at the data's size.
+    not be blown up.
     """
     several = batch.num_graphs > 1
     if spec.output == "energy" and "forces" in spec.names:
@@ -218,7 +217,7 @@ def _fitted_scale(spec: TargetSpec, batch, out, n_atoms: torch.Tensor, default: 
         target = _rms(torch.cat([source[n].reshape(len(source[n]), -1).double() for n in spec.names], dim=1))
         raw = _rms(out["node_output" if spec.output == "node" else "graph_output"])
     if math.isfinite(target) and target > 0 and math.isfinite(raw):
-        return target / max(raw, 0.1)
+        return target / min(max(raw, 0.1), 10.0)
     return default
 
 
