@@ -12,8 +12,8 @@ from e3nn.o3 import FullyConnectedTensorProduct, TensorProduct
 
 from relaxed_e3nn._checks import RELAX_AT, check_number, parse_irreps
 from relaxed_e3nn._dtype import default_dtype
-from relaxed_e3nn._scatter import scatter
 from relaxed_e3nn.nn._maps import RelaxationSites, ThetaLinearMap
+from relaxed_e3nn.nn._message import EdgeTensorProductPlan, message_pass
 from relaxed_e3nn.nn._weights import RelaxedWeights, irreps_relaxed_from
 from relaxed_e3nn.nn.hosts._registry import register_adapter, relax_modules
 
@@ -177,6 +177,9 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
             internal_weights=False,
             shared_weights=False,
         )
+        # the gather, tensor product and scatter of forward() in one pass that keeps no per-edge
+        # intermediates for the backward passes (``self.tp`` stays the definition of the product)
+        self.message_plan = EdgeTensorProductPlan(self.tp)
         self.fc = FullyConnectedNet(self.fc_neurons + [self.tp.weight_numel], torch.nn.functional.silu)
         self.lin2 = FullyConnectedTensorProduct(irreps_mid, self.irreps_node_attr, self.irreps_node_output)
         if mixing == "alpha":
@@ -216,7 +219,6 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
         """
         if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
             self._check_inputs(node_input, node_attr, edge_src, edge_dst, edge_attr, edge_length_embedded)
-        num_nodes = node_input.shape[0]
         theta = self.theta()
         weight = self.fc(edge_length_embedded)
 
@@ -225,8 +227,8 @@ class RelaxedConvolution(RelaxationSites, torch.nn.Module):
 
         if self.relaxes_edges:
             edge_attr = edge_attr @ self.edge_relaxation(theta)
-        edge_features = self.tp(node_features[edge_src], edge_attr, weight)
-        node_features = scatter(edge_features, edge_dst, dim_size=num_nodes).div(self.num_neighbors**0.5)
+        node_features = message_pass(self.message_plan, self.tp, node_features, edge_attr, weight, edge_src, edge_dst)
+        node_features = node_features.div(self.num_neighbors**0.5)
 
         node_conv_out = self.lin2(node_features, node_attr)
         m = self.sc.output_mask
