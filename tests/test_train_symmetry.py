@@ -65,6 +65,26 @@ def test_emt_slab_default_training_is_rotation_invariant(slab):
 
 
 @pytest.mark.slow
+def test_emt_slab_with_enough_evidence_validates_o3(tmp_path):
+    """Enough held-out frames to test (not the thin-evidence rule): the default relaxed run, with its
+    restricted steps, finds that O(3) costs nothing on isotropic physics."""
+    frames = emt_slab_md(81, seed=5, size=(2, 2, 3))
+    path = tmp_path / "slab.xyz"
+    ase.io.write(str(path), frames[:-1], format="extxyz")
+    out = tmp_path / "run"
+    assert main(["train", "--data.train", str(path), "--output_dir", str(out), "--epochs", "3",
+                 "--symmetry.fraction", "0.25", "--progress", "false"]) == 0
+    model = relaxed_e3nn.load(out / "model.pt")
+    decision = model.metadata["symmetry"]["decision"]
+    assert not decision["thin_evidence"] and decision["num_blocks"] >= 10, decision["summary"]
+    assert decision["validated"] and decision["chosen"]["group"] == "O3", decision["summary"]
+    atoms = frames[-1]
+    reference = predict(model, [atoms])[0].get_potential_energy()
+    rotated = predict(model, [_rotated(atoms, Rotation.random(random_state=0).as_matrix())])[0]
+    assert abs(rotated.get_potential_energy() - reference) / len(atoms) <= 1e-3
+
+
+@pytest.mark.slow
 def test_outputs_agree_and_the_saved_model_is_the_projected_one(slab):
     out = slab["out"]
     written = json.loads((out / "symmetry.json").read_text())
