@@ -206,6 +206,10 @@ def test_tolerance_scan_and_its_summary():
     # a run with validation off stores its parent but no decision: the scan line says nothing more
     off = SymmetryReport([(irreps, theta)], decision={"chosen": None, "validated": None, "parent": "O3"})
     assert off.scan_line() == text
+    # too few held-out blocks: the parent was kept untested, and the line says so
+    thin = SymmetryReport([(irreps, theta)], decision={"chosen": {"group": "O3", "label": "O3"}, "validated": False,
+                                                       "thin_evidence": True, "parent": "O3", "summary": "s"})
+    assert thin.scan_line() == text + "; validated: none, too little held-out evidence (kept the parent O3)"
     with pytest.raises(ValueError, match="tols"):
         tolerance_scan(theta, irreps, tols=[0.0, 0.1])
 
