@@ -33,21 +33,30 @@ EDGE_CHUNK = 4096
 
 
 class _Path(NamedTuple):
-    in1: slice  #: block of the node features
-    mul: int
-    dim1: int
     out: slice  #: block of the output
     dim3: int
     weight: slice  #: block of the per-edge weights
-    coupling: slice  #: block of the columns of the coupling matrix
+    columns: slice  #: its ``k`` within the group's ``[d1, K]`` matrices
+
+
+class _Group(NamedTuple):
+    """The paths that start from one irrep of ``irreps_in1``: one batched matrix product."""
+
+    in1: slice  #: block of the node features
+    mul: int
+    dim1: int
+    coupling: slice  #: columns of the coupling matrix, ordered ``(i, path, k)``
+    width: int  #: ``K``, the summed output dimensions ``d3`` of the paths
+    paths: Tuple[_Path, ...]
 
 
 class EdgeTensorProductPlan:
     r"""The paths of an e3nn ``TensorProduct`` in ``"uvu"`` mode with one copy of each ``irreps_in2`` irrep.
 
     Holds the block layout and builds the coupling matrix
-    :math:`K_{(l_2 j), (p\, i\, k)} = \alpha_p\, C^{(p)}_{ijk}`, so that the per-edge matrices
-    :math:`B^{(p)}_{e,ik} = \sum_j Y_{e,j} K_{j,(p i k)}` of all paths come from one product ``Y @ K``.
+    :math:`K_{(l_2 j), (i\, p\, k)} = \alpha_p\, C^{(p)}_{ijk}`, so that the per-edge matrices
+    :math:`B_{e,i,(p k)} = \sum_j Y_{e,j} K_{j,(i p k)}` of all paths come from one product ``Y @ K``;
+    the paths that start from the same input irrep form one ``[d1, K]`` matrix per edge.
 
     Parameters
     ----------
@@ -61,26 +70,33 @@ class EdgeTensorProductPlan:
             raise ValueError("EdgeTensorProductPlan: tp must have per-edge weights and 'uvu' weighted instructions")
         if any(mul != 1 for mul, _ in irreps_in2):
             raise ValueError(f"EdgeTensorProductPlan: irreps_in2 must hold one copy of each irrep, got {irreps_in2}")
-        if sorted(ins.i_out for ins in tp.instructions) != list(range(len(irreps_out))):
-            raise ValueError("EdgeTensorProductPlan: each output irrep must come from exactly one instruction")
         in1, in2, out = irreps_in1.slices(), irreps_in2.slices(), irreps_out.slices()
-        paths, blocks, weight_start, column = [], [], 0, 0
+        weight_start, by_input = 0, {}
         for ins in tp.instructions:
-            (mul, ir1), (_, ir2), (_, ir3) = irreps_in1[ins.i_in1], irreps_in2[ins.i_in2], irreps_out[ins.i_out]
-            size = ir1.dim * ir3.dim
-            paths.append(_Path(in1[ins.i_in1], mul, ir1.dim, out[ins.i_out], ir3.dim,
-                               slice(weight_start, weight_start + mul), slice(column, column + size)))
-            # [d2, d1 * d3]: row j of the block is C[i, j, k] flattened over (i, k)
-            block = ins.path_weight * o3.wigner_3j(ir1.l, ir2.l, ir3.l).transpose(0, 1).reshape(ir2.dim, size)
-            blocks.append((in2[ins.i_in2], column, block))
+            mul = irreps_in1[ins.i_in1].mul
+            by_input.setdefault(ins.i_in1, []).append((ins, slice(weight_start, weight_start + mul)))
             weight_start += mul
-            column += size
-        self.paths: List[_Path] = paths
-        self.dim_in1, self.dim_in2, self.dim_out = irreps_in1.dim, irreps_in2.dim, irreps_out.dim
-        self.weight_numel = weight_start
+        groups, blocks, column = [], [], 0
+        for i_in1, members in by_input.items():
+            mul, ir1 = irreps_in1[i_in1]
+            width = sum(irreps_out[ins.i_out].ir.dim for ins, _ in members)
+            paths, k = [], 0
+            for ins, weight in members:
+                ir2, ir3 = irreps_in2[ins.i_in2].ir, irreps_out[ins.i_out].ir
+                paths.append(_Path(out[ins.i_out], ir3.dim, weight, slice(k, k + ir3.dim)))
+                c = ins.path_weight * o3.wigner_3j(ir1.l, ir2.l, ir3.l).to(torch.float64)  # [i, j, k]
+                for i in range(ir1.dim):
+                    blocks.append((in2[ins.i_in2], column + i * width + k, c[i]))  # [j, k]
+                k += ir3.dim
+            groups.append(_Group(in1[i_in1], mul, ir1.dim, slice(column, column + ir1.dim * width), width,
+                                 tuple(paths)))
+            column += ir1.dim * width
         coupling = torch.zeros(irreps_in2.dim, column, dtype=torch.float64)
         for rows, start, block in blocks:
-            coupling[rows, start:start + block.shape[1]] = block.to(torch.float64)
+            coupling[rows, start:start + block.shape[1]] = block
+        self.groups: List[_Group] = groups
+        self.dim_in1, self.dim_in2, self.dim_out = irreps_in1.dim, irreps_in2.dim, irreps_out.dim
+        self.weight_numel = weight_start
         self.coupling = coupling
         self._converted = {}
 
@@ -98,10 +114,10 @@ class _Graph(NamedTuple):
     num_nodes: int
     plan: EdgeTensorProductPlan
     coupling: torch.Tensor
-    #: e3nn's tensor product, run on each edge chunk when ``exact``
+    #: e3nn's tensor product, run on each edge chunk by the forward pass when ``exact``
     tp: torch.nn.Module
-    #: the same arithmetic as ``scatter(tp(x[src], Y, w), dst)`` and its autograd gradient, to the
-    #: last bit; otherwise the per-path matrix products (round-off differs)
+    #: the value with the same arithmetic as ``scatter(tp(x[src], Y, w), dst)``, to the last bit;
+    #: otherwise (and for every derivative) the batched matrix products (round-off differs)
     exact: bool
 
 
@@ -110,10 +126,10 @@ def _chunks(num_edges: int):
         yield slice(start, min(start + EDGE_CHUNK, num_edges))
 
 
-def _blocks(graph: _Graph, x_edges, y_chunk, path: _Path, rows: int):
-    """The path's node features on the edges ``[e, u, d1]`` and its matrices ``B`` ``[e, d1, d3]``."""
-    x = x_edges[:, path.in1].reshape(rows, path.mul, path.dim1)
-    b = y_chunk[:, path.coupling].reshape(rows, path.dim1, path.dim3)
+def _group_blocks(x_edges, b_all, group: _Group, rows: int):
+    """The group's node features on the edges ``[e, u, d1]`` and its matrices ``B`` ``[e, d1, K]``."""
+    x = x_edges[:, group.in1].reshape(rows, group.mul, group.dim1)
+    b = b_all[:, group.coupling].reshape(rows, group.dim1, group.width)
     return x, b
 
 
@@ -130,10 +146,11 @@ def _forward_pass(graph: _Graph, x: torch.Tensor, y: torch.Tensor, w: torch.Tens
         b_all = y[chunk] @ graph.coupling
         w_chunk = w[chunk]
         messages = x.new_empty(rows, plan.dim_out)
-        for path in plan.paths:
-            xp, bp = _blocks(graph, x_edges, b_all, path, rows)
-            message = torch.bmm(xp, bp).mul_(w_chunk[:, path.weight].unsqueeze(-1))
-            messages[:, path.out] = message.reshape(rows, -1)
+        for group in plan.groups:
+            products = torch.bmm(*_group_blocks(x_edges, b_all, group, rows))
+            for path in group.paths:
+                message = products[:, :, path.columns] * w_chunk[:, path.weight].unsqueeze(-1)
+                messages[:, path.out] = message.reshape(rows, -1)
         out.index_add_(0, graph.dst[chunk], messages)
     return out
 
@@ -144,9 +161,6 @@ def _adjoint_pass(graph: _Graph, g, x, y, w, want: Sequence[bool]) -> Tuple[Opti
     grad_x = x.new_zeros(graph.num_nodes, plan.dim_in1) if want[0] else None
     grad_y = y.new_empty(y.shape) if want[1] else None
     grad_w = w.new_empty(w.shape) if want[2] else None
-    if graph.exact:
-        _exact_adjoint(graph, g, x, y, w, (grad_x, grad_y, grad_w))
-        return grad_x, grad_y, grad_w
     for chunk in _chunks(graph.src.shape[0]):
         rows = chunk.stop - chunk.start
         g_edges = g.index_select(0, graph.dst[chunk])
@@ -155,38 +169,26 @@ def _adjoint_pass(graph: _Graph, g, x, y, w, want: Sequence[bool]) -> Tuple[Opti
         w_chunk = w[chunk]
         grad_x_edges = x.new_zeros(rows, plan.dim_in1) if want[0] else None
         grad_b = b_all.new_empty(b_all.shape) if want[1] else None
-        for path in plan.paths:
-            xp, bp = _blocks(graph, x_edges, b_all, path, rows)
-            gp = g_edges[:, path.out].reshape(rows, path.mul, path.dim3)
+        for group in plan.groups:
+            xg, bg = _group_blocks(x_edges, b_all, group, rows)
+            g_paths = [g_edges[:, path.out].reshape(rows, group.mul, path.dim3) for path in group.paths]
             if want[0] or want[1]:
-                weighted = gp * w_chunk[:, path.weight].unsqueeze(-1)
+                weighted = x.new_empty(rows, group.mul, group.width)
+                for path, gp in zip(group.paths, g_paths):
+                    torch.mul(gp, w_chunk[:, path.weight].unsqueeze(-1), out=weighted[:, :, path.columns])
                 if want[0]:
-                    grad_x_edges[:, path.in1] += torch.bmm(weighted, bp.transpose(1, 2)).reshape(rows, -1)
+                    grad_x_edges[:, group.in1] = torch.bmm(weighted, bg.transpose(1, 2)).reshape(rows, -1)
                 if want[1]:
-                    grad_b[:, path.coupling] = torch.bmm(xp.transpose(1, 2), weighted).reshape(rows, -1)
+                    grad_b[:, group.coupling] = torch.bmm(xg.transpose(1, 2), weighted).reshape(rows, -1)
             if want[2]:
-                grad_w[chunk, path.weight] = torch.bmm(xp, bp).mul_(gp).sum(-1)
+                products = torch.bmm(xg, bg)
+                for path, gp in zip(group.paths, g_paths):
+                    grad_w[chunk, path.weight] = (products[:, :, path.columns] * gp).sum(-1)
         if want[0]:
             grad_x.index_add_(0, graph.src[chunk], grad_x_edges)
         if want[1]:
             grad_y[chunk] = grad_b @ graph.coupling.T
     return grad_x, grad_y, grad_w
-
-
-def _exact_adjoint(graph: _Graph, g, x, y, w, grads) -> None:
-    """The adjoint pass through autograd of e3nn's tensor product, one edge chunk at a time."""
-    for chunk in _chunks(graph.src.shape[0]):
-        inputs = [x.index_select(0, graph.src[chunk]), y[chunk], w[chunk]]
-        wanted = [k for k in range(3) if grads[k] is not None]
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_(k in wanted) for k, t in enumerate(inputs)]
-            messages = graph.tp(*inputs)
-            found = torch.autograd.grad(messages, [inputs[k] for k in wanted], g.index_select(0, graph.dst[chunk]))
-        for k, grad in zip(wanted, found):
-            if k == 0:
-                grads[0].index_add_(0, graph.src[chunk], grad)
-            else:
-                grads[k][chunk] = grad
 
 
 def _sum(terms: List[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
@@ -223,7 +225,6 @@ class _Adjoint(torch.autograd.Function):
     def forward(ctx, g, x, y, w, graph: _Graph, want):
         ctx.save_for_backward(g, x, y, w)
         ctx.graph = graph
-        ctx.want = want
         ctx.set_materialize_grads(False)
         return _adjoint_pass(graph, g, x, y, w, want)
 
@@ -257,9 +258,9 @@ def message_pass(plan: EdgeTensorProductPlan, tp: torch.nn.Module, x: torch.Tens
 
     Equals ``scatter(tp(x[edge_src], edge_attr, weight), edge_dst, dim_size=len(x))``,
     differentiable to any order, without keeping per-edge intermediates for the backward passes.
-    The value and its first derivatives run ``tp`` itself on chunks of :data:`EDGE_CHUNK` edges
-    (the same arithmetic as the unchunked product); higher derivatives use the per-path matrix
-    products of ``plan``.
+    The value runs ``tp`` itself on chunks of :data:`EDGE_CHUNK` edges (the same arithmetic as the
+    unchunked product); the derivatives use the batched matrix products of ``plan`` (the same
+    numbers to round-off).
 
     Parameters
     ----------
