@@ -59,9 +59,9 @@ MODELS = ("strict", "relaxed", "nequip")
 
 #: What the RelaxedNetwork rows set in the training config beyond the run's plumbing (see
 #: :func:`relaxed_config`; ``{}``: the package's defaults). ``--recipe JSON`` replaces it. The l = 1
-#: model trains about 4x more structures per CPU second than the default (l = 2) one and ends at a
-#: third of its force error in 90 s; learning rate, loss weights and batch size mattered less than
-#: the run-to-run noise (docs/training.rst, "Model size and CPU time").
+#: model trains about 4x more structures per CPU second than the default (l = 2) one; the radial
+#: basis, the species embedding, the optimizer and the loss are the package's defaults
+#: (docs/training.rst, "Model size and CPU time").
 RELAXED_RECIPE: dict = {"model": {"lmax": 1, "irreps_hidden": "32x0e+16x1o+16x1e"}, "batch_size": 4}
 
 #: The NequIP model measured (NequIP 0.19.1 ``NequIPGNNModel`` keyword arguments; the per-type
