@@ -78,8 +78,8 @@ class RelaxedNetwork(torch.nn.Module):
     * edges :math:`\mathbf{r}_e = \mathbf{x}_\text{src} - \mathbf{x}_\text{dst} + \mathbf{S}_e\mathbf{C}`
       (expressed in the model frame, :math:`F\mathbf{r}_e`), edge attribute
       :math:`Y^{0..l_\max}(\hat{\mathbf r}_e)` and edge scalars :math:`B_k(|\mathbf r_e|)`
-      (Bessel functions times a polynomial envelope, or ``smooth_finite``
-      bumps) that vanish with their derivatives at the cutoff (so the energy is smooth as
+      (``config.radial_basis``: Bessel functions times a smooth envelope, or ``smooth_finite``
+      bumps) that vanish with all their derivatives at the cutoff (so the energy is smooth as
       atoms cross it);
     * ``num_layers`` x (convolution + gate), then a final convolution to the output irreps.
       Each convolution is a ``relaxed_e3nn.nn.RelaxedConvolution`` (own :math:`\theta`) when
@@ -112,6 +112,9 @@ class RelaxedNetwork(torch.nn.Module):
     ----------
     irreps_node_input, irreps_node_attr, irreps_edge_attr, irreps_out : o3.Irreps
         Irreps of the node input, node attribute, edge attribute and of the output.
+    species_embedding : e3nn.o3.Linear or None
+        The learned species embedding ``num_species x 0e -> num_species_features x 0e`` (``None``
+        when ``config.num_species_features`` is 0).
     atomic_energies : torch.Tensor
         Buffer ``[num_species]``: the per-species energy shifts :math:`E^0` (zeros at build;
         :meth:`set_atomic_energies`). Saved with the weights.
