@@ -135,23 +135,11 @@ def _group_blocks(x_edges, b_all, group: _Group, rows: int):
 
 def _forward_pass(graph: _Graph, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """:math:`T(x, Y, w)`, ``[num_nodes, dim_out]``."""
-    plan = graph.plan
-    out = x.new_zeros(graph.num_nodes, plan.dim_out)
+    if not graph.exact:
+        return _tangent_pass(graph, x, y, w, x, None, None)
+    out = x.new_zeros(graph.num_nodes, graph.plan.dim_out)
     for chunk in _chunks(graph.src.shape[0]):
-        rows = chunk.stop - chunk.start
-        x_edges = x.index_select(0, graph.src[chunk])
-        if graph.exact:
-            out.index_add_(0, graph.dst[chunk], graph.tp(x_edges, y[chunk], w[chunk]))
-            continue
-        b_all = y[chunk] @ graph.coupling
-        w_chunk = w[chunk]
-        messages = x.new_empty(rows, plan.dim_out)
-        for group in plan.groups:
-            products = torch.bmm(*_group_blocks(x_edges, b_all, group, rows))
-            for path in group.paths:
-                message = products[:, :, path.columns] * w_chunk[:, path.weight].unsqueeze(-1)
-                messages[:, path.out] = message.reshape(rows, -1)
-        out.index_add_(0, graph.dst[chunk], messages)
+        out.index_add_(0, graph.dst[chunk], graph.tp(x.index_select(0, graph.src[chunk]), y[chunk], w[chunk]))
     return out
 
 
@@ -189,6 +177,34 @@ def _adjoint_pass(graph: _Graph, g, x, y, w, want: Sequence[bool]) -> Tuple[Opti
         if want[1]:
             grad_y[chunk] = grad_b @ graph.coupling.T
     return grad_x, grad_y, grad_w
+
+
+def _tangent_pass(graph: _Graph, x, y, w, c_x, c_y, c_w) -> torch.Tensor:
+    r""":math:`T(c_x, Y, w) + T(x, c_Y, w) + T(x, Y, c_w)` in one pass (a ``None`` cotangent adds nothing).
+
+    With ``c_x = x`` and no other cotangent this is :math:`T(x, Y, w)` itself.
+    """
+    plan = graph.plan
+    out = x.new_zeros(graph.num_nodes, plan.dim_out)
+    for chunk in _chunks(graph.src.shape[0]):
+        rows = chunk.stop - chunk.start
+        x_edges = x.index_select(0, graph.src[chunk])
+        c_x_edges = x_edges if c_x is x else c_x.index_select(0, graph.src[chunk]) if c_x is not None else None
+        b_all = y[chunk] @ graph.coupling
+        c_b_all = c_y[chunk] @ graph.coupling if c_y is not None else None
+        messages = x.new_empty(rows, plan.dim_out)
+        for group in plan.groups:
+            xg, bg = _group_blocks(x_edges, b_all, group, rows)
+            plain = torch.bmm(xg, bg) if c_w is not None else None
+            along = _sum([torch.bmm(_group_blocks(c_x_edges, b_all, group, rows)[0], bg) if c_x is not None else None,
+                          torch.bmm(xg, _group_blocks(x_edges, c_b_all, group, rows)[1]) if c_y is not None else None])
+            for path in group.paths:
+                message = _sum([
+                    along[:, :, path.columns] * w[chunk, path.weight].unsqueeze(-1) if along is not None else None,
+                    plain[:, :, path.columns] * c_w[chunk, path.weight].unsqueeze(-1) if c_w is not None else None])
+                messages[:, path.out] = message.reshape(rows, -1)
+        out.index_add_(0, graph.dst[chunk], messages)
+    return out
 
 
 def _sum(terms: List[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
@@ -235,7 +251,10 @@ class _Adjoint(torch.autograd.Function):
         graph = ctx.graph._replace(exact=False)
         need_g, need_x, need_y, need_w = ctx.needs_input_grad[:4]
         grad_g = None
-        if need_g:
+        if need_g and not torch.is_grad_enabled():  # no graph to build: one pass for the three terms
+            if any(c is not None for c in (c_x, c_y, c_w)):
+                grad_g = _tangent_pass(graph, x, y, w, c_x, c_y, c_w)
+        elif need_g:
             grad_g = _sum([_MessagePass.apply(c_x, y, w, graph) if c_x is not None else None,
                            _MessagePass.apply(x, c_y, w, graph) if c_y is not None else None,
                            _MessagePass.apply(x, y, c_w, graph) if c_w is not None else None])
