@@ -294,6 +294,23 @@ def test_candidates_follow_the_model_frame():
     assert abs(float(groups["Cinfv"].principal_axis.numpy() @ (frame.T @ axis))) > 1 - 1e-9
 
 
+def test_breaking_must_be_supported_by_the_evidence():
+    """The rule puts the burden of proof on breaking: an uncertain small excess keeps the symmetry
+    (lower bound within the margin even though the upper bound is not), a clear one gives it up."""
+    from relaxed_e3nn.symmetry._validate import _decide, _evidence
+
+    rng = np.random.default_rng(0)
+    free = rng.uniform(0.5, 1.5, size=20)
+    noisy_small = free * (1.02 + 0.3 * rng.standard_normal(20))  # +2% on average, very noisy
+    clear_large = free * (1.5 + 0.05 * rng.standard_normal(20))  # +50%, consistently
+    codes = np.arange(20)
+    losses = np.stack([clear_large, noisy_small, free])  # most symmetric first; the last is the free model
+    excess, lcb, ucb, wins = _evidence(np.abs(losses), free, codes, [0, 1, 2], 0.05, 2, 1000, 0.95, 0)
+    assert lcb[0] > 0.05 and lcb[1] <= 0.05 < ucb[1]
+    assert int(_decide(lcb[:, None], [0, 1, 2], 0.05, 2)[0]) == 1
+    assert abs(wins.sum() - 1.0) < 1e-12 and wins[0] == 0.0
+
+
 @pytest.mark.slow
 def test_dose_response_moves_from_parent_to_broken_group(isotropic, in_field):
     """Field 0 -> Td; small -> the parent's cost grows; large -> C3v. The parent's excess rises with E."""

@@ -35,8 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="demo_output",
                         help="output directory (default: demo_output/); a previous demo run there is replaced")
     parser.add_argument("--phase", choices=sorted(_PHASE_TEXT), default="P4mm", help="polar phase (default: P4mm)")
-    parser.add_argument("--quick", action="store_true", help="3 epochs on 48 cells, about 10 s in all (for tests and smoke runs)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 80, quick: 3)")
+    parser.add_argument("--quick", action="store_true", help="8 epochs on 48 cells, about 10 s in all (for tests and smoke runs)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: 80, quick: 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and models (default: 0)")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, default="auto",
                         help="no progress bars (default: bars only when stderr is a terminal)")
@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _settings(args):
     if args.quick:
-        settings = dict(num_train=48, num_test=8, epochs=3, batch_size=8, selection=0.25)
+        settings = dict(num_train=48, num_test=8, epochs=8, batch_size=8, selection=0.25)
     else:
         settings = dict(num_train=96, num_test=32, epochs=80, batch_size=8, selection=0.15)
     if args.epochs is not None:

@@ -74,12 +74,14 @@ class BreakingCandidate:
         Mean held-out loss per structure after projection and fine-tuning.
     relative_excess : float or None
         :math:`\Delta = (\bar L_H - \bar L_\text{free}) / \bar L_\text{free}` on paired block means.
-    ucb : float or None
-        One-sided bootstrap upper confidence bound of :math:`\Delta`.
+    lcb, ucb : float or None
+        Bootstrap lower and upper confidence bounds of :math:`\Delta` (each one-sided, at the
+        decision's ``confidence``).
     win_frequency : float or None
         Fraction of bootstrap resamples in which the decision rule picks this candidate.
     accepted : bool or None
-        ``ucb < margin``.
+        ``lcb <= margin``: the held-out data do not show that the symmetry costs more than the
+        margin.
     """
 
     group: PointGroup
@@ -89,6 +91,7 @@ class BreakingCandidate:
     is_parent: bool = False
     mean_loss: Optional[float] = None
     relative_excess: Optional[float] = None
+    lcb: Optional[float] = None
     ucb: Optional[float] = None
     win_frequency: Optional[float] = None
     accepted: Optional[bool] = None
@@ -113,6 +116,7 @@ class BreakingCandidate:
             "is_parent": self.is_parent,
             "mean_loss": self.mean_loss,
             "relative_excess": self.relative_excess,
+            "lcb": self.lcb,
             "ucb": self.ucb,
             "win_frequency": self.win_frequency,
             "accepted": self.accepted,

@@ -16,20 +16,24 @@ proposed by the residual groups of :math:`\theta` and of the breaking the traini
 2. *Paired held-out losses.* Per-structure held-out losses :math:`L_H(s)`, :math:`L_\text{free}(s)`,
    averaged within blocks :math:`b` (trajectories or time blocks: autocorrelated MD frames are not
    independent evidence): :math:`\bar L_H(b)`, :math:`\bar L_\text{free}(b)`.
-3. *Relative excess and its bound.*
+3. *Relative excess and its bounds.*
 
    .. math::
        \Delta_H = \frac{\operatorname{mean}_b \bar L_H(b) - \operatorname{mean}_b \bar L_\text{free}(b)}
                        {\operatorname{mean}_b \bar L_\text{free}(b)},
 
-   and its one-sided upper confidence bound :math:`U_H` at level ``confidence``: the percentile of
-   :math:`\Delta_H` over ``num_bootstrap`` resamples of the blocks with replacement (seeded; the same
-   resamples for every candidate, so the comparison stays paired).
-4. *Decision.* In the fixed order (fewest free :math:`\theta` parameters first, i.e. most symmetric by
-   inclusion; ties to the lower held-out loss) the first :math:`H` with :math:`U_H < \delta` (``margin``)
-   is accepted: its symmetry costs, with the stated confidence, less than a fraction :math:`\delta` of
-   the held-out loss. When none qualifies the fallback is the residual group of :math:`\theta` at the
-   tightest scan tolerance (what the unconstrained model keeps). With fewer than ``min_blocks``
+   and its one-sided lower and upper confidence bounds :math:`\ell_H`, :math:`U_H` at level
+   ``confidence``: percentiles of :math:`\Delta_H` over ``num_bootstrap`` resamples of the blocks
+   with replacement (seeded; the same resamples for every candidate, so the comparison stays paired).
+4. *Decision: breaking must be supported.* In the fixed order (fewest free :math:`\theta` parameters
+   first, i.e. most symmetric by inclusion; ties to the lower held-out loss) the first :math:`H`
+   with :math:`\ell_H \le \delta` (``margin``) is accepted: a symmetry is given up only when the
+   held-out data show, with the stated confidence, that it costs more than a fraction
+   :math:`\delta` of the held-out loss. (Requiring instead :math:`U_H < \delta`, i.e. proof that
+   the symmetry is harmless, keeps every breaking that a small or noisy selection split cannot
+   rule out: on MD frames in one orientation, θ's extra capacity.) The unconstrained model's own
+   group (the residual group of :math:`\theta` at the tightest scan tolerance, :math:`\Delta = 0`)
+   always qualifies and is the fallback. With fewer than ``min_blocks``
    blocks the bootstrap bound is not trusted (a percentile bootstrap over a handful of blocks is
    far too narrow) and no breaking is supported: the parent is kept, whatever the point estimates.
 5. *Evidence.* Applying the same rule with :math:`\Delta^*_H` of each bootstrap resample in place of
@@ -129,7 +133,7 @@ class BreakingDecision:
         ``"C1 at 0.001; Cs with mirror normal [..] from 0.03; validated: Cs with mirror normal [..]
         (ΔL/L ≤ 0.012 at 95%)"``."""
         chosen = self.candidates[self.chosen_index]
-        bound = f"ΔL/L ≤ {chosen.ucb:.3g} at {self.confidence:.0%}"
+        bound = f"ΔL/L {chosen.relative_excess:+.3g}, ≥ {chosen.lcb:.3g} at {self.confidence:.0%}"
         scan = scan_text(self.candidates)
         head = f"{scan}; " if scan else ""
         if self.thin_evidence:
@@ -151,7 +155,7 @@ class BreakingDecision:
             mark = " <- chosen" if k == self.chosen_index else ""
             lines.append(
                 f"  {c.label}: from {tols}; loss {c.mean_loss:.6g}; ΔL/L {c.relative_excess:+.4g} "
-                f"(≤ {c.ucb:.4g}); wins {c.win_frequency:.0%}; {'accepted' if c.accepted else 'rejected'}{mark}"
+                f"({self.confidence:.0%} bounds {c.lcb:+.4g}, {c.ucb:+.4g}); wins {c.win_frequency:.0%}; {'accepted' if c.accepted else 'rejected'}{mark}"
             )
         return "\n".join(lines)
 
@@ -317,8 +321,8 @@ def _relative(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _decide(excess: np.ndarray, order: Sequence[int], margin: float, fallback: int) -> np.ndarray:
-    """The index chosen by the rule for each column of ``excess`` ``[K, R]`` (first in ``order`` below margin)."""
-    ordered = excess[list(order)] < margin
+    """The index chosen by the rule for each column of ``excess`` ``[K, R]`` (first in ``order`` within margin)."""
+    ordered = excess[list(order)] <= margin
     first = np.argmax(ordered, axis=0)
     return np.where(ordered.any(axis=0), np.asarray(order)[first], fallback)
 
@@ -334,9 +338,9 @@ def _evidence(candidate_losses, free_losses, codes, order, margin, fallback, num
     rng = np.random.default_rng(seed)
     draws = rng.integers(num_blocks, size=(num_bootstrap, num_blocks))
     boot = _relative(block_cand[:, draws].mean(axis=-1), block_free[draws].mean(axis=-1)[None, :])
-    ucb = np.quantile(boot, confidence, axis=1)
+    lcb, ucb = np.quantile(boot, 1.0 - confidence, axis=1), np.quantile(boot, confidence, axis=1)
     wins = np.bincount(_decide(boot, order, margin, fallback), minlength=len(candidate_losses)) / num_bootstrap
-    return excess, ucb, wins
+    return excess, lcb, ucb, wins
 
 
 def validate_breaking(
@@ -377,7 +381,8 @@ def validate_breaking(
     parent : PointGroup, str or structure
         The inputs' own symmetry in input coordinates (``"O3"`` when they have none to speak of).
     margin : float
-        :math:`\delta`: the largest relative held-out loss excess a symmetry may cost.
+        :math:`\delta`: a symmetry is given up only when its relative held-out loss excess is shown
+        to exceed it.
     finetune_steps : int
         Optimizer steps given to every copy (0: compare the projections without fine-tuning).
     optimizer_factory : callable ``(model) -> torch.optim.Optimizer``, optional
@@ -393,7 +398,7 @@ def validate_breaking(
     seed : int
         Seeds the fine-tunes (in a forked RNG: the caller's RNG state is untouched) and the bootstrap.
     confidence : float
-        Level of the one-sided upper bound.
+        Level of each one-sided bound (the decision uses the lower one).
     tols : sequence of float
         The tolerance scan of :func:`~relaxed_e3nn.symmetry.candidate_groups`.
     min_blocks : int
@@ -439,12 +444,13 @@ def validate_breaking(
     order = sorted(range(len(candidates)), key=lambda k: (candidates[k].num_invariants, means[k]))
     tightest = min(float(t) for t in tols)
     fallback = next(k for k, c in enumerate(candidates) if tightest in c.tolerances)
-    excess, ucb, wins = _evidence(losses, free, codes, order, margin, fallback, num_bootstrap, confidence, seed)
+    excess, lcb, ucb, wins = _evidence(losses, free, codes, order, margin, fallback, num_bootstrap, confidence, seed)
     for k, c in enumerate(candidates):
-        c.mean_loss, c.relative_excess, c.ucb = float(means[k]), float(excess[k]), float(ucb[k])
-        c.win_frequency, c.accepted = float(wins[k]), bool(ucb[k] < margin)
+        c.mean_loss, c.relative_excess = float(means[k]), float(excess[k])
+        c.lcb, c.ucb = float(lcb[k]), float(ucb[k])
+        c.win_frequency, c.accepted = float(wins[k]), bool(lcb[k] <= margin)
     parent_index = next(k for k, c in enumerate(candidates) if c.is_parent)
-    chosen = parent_index if thin else int(_decide(ucb[:, None], order, margin, fallback)[0])
+    chosen = parent_index if thin else int(_decide(lcb[:, None], order, margin, fallback)[0])
     return BreakingDecision(
         chosen=candidates[chosen].group, parent=parent, candidates=candidates, chosen_index=chosen,
         fallback_index=fallback, free_loss=float(free.mean()), margin=float(margin), confidence=float(confidence),

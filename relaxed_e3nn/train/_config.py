@@ -109,14 +109,16 @@ class SymmetryConfig:
         file (its group from a symprec scan, :func:`relaxed_e3nn.groups.parent_group_of`).
         Default: the structures' ``info["parent_group"]``, else O(3).
     margin : float
-        :math:`\\delta`: the largest relative held-out loss excess a symmetry may cost.
+        :math:`\\delta`: a symmetry is given up only when the held-out data show (95% lower
+        bound) that it costs more than this relative loss excess.
     impose : str or dict, optional
         A group (as ``within``) imposed from the start: every θ is projected onto its invariant
         subspace at initialisation and after every optimizer step.
     finetune_steps : int, optional
         Equal fine-tune budget (optimizer steps) of every candidate and of the unconstrained model;
         default 2% of the run's optimizer steps, between 10 and 20 (the decision then costs at most
-        about a fifth of the training time).
+        about a fifth of the training time). The fine-tune's fresh optimizer runs at a tenth of the
+        run's final learning rate (:data:`relaxed_e3nn.train._symmetry.FINETUNE_LR_FACTOR`).
     fraction : float
         Share of ``data.train`` held out as the selection split of the decision (never trained on,
         never used for early stopping).

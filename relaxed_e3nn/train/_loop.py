@@ -495,7 +495,7 @@ class _Trainer:
             if self.test_set:
                 test_before = self._evaluate(self.test_set)
             o = self.cfg.optim
-            ratio = float(self.optimizer.param_groups[0]["lr"]) / o.lr
+            ratio = _symmetry.FINETUNE_LR_FACTOR * float(self.optimizer.param_groups[0]["lr"]) / o.lr
 
             def factory(model):
                 return make_optimizer(model, o.lr * ratio, name=o.name, weight_decay=o.weight_decay,

@@ -15,7 +15,7 @@ therefore treats :math:`\theta` as a hypothesis (:func:`relaxed_e3nn.symmetry.va
    trained on, never used for early stopping (orbits kept whole).
 3. **Decision.** After training (best or averaged weights loaded) every candidate group and the
    unconstrained model get the same fine-tune (``symmetry.finetune_steps`` steps over the training
-   batches, the run's optimizer at its final learning rate; by default 2% of the run's steps,
+   batches, the run's optimizer at a tenth of its final learning rate; by default 2% of the run's steps,
    :func:`finetune_budget`); per-structure selection losses use
    the run's own loss weights (:func:`~relaxed_e3nn.train._targets.structure_losses`).
 4. **Blocks.** Held-out losses are averaged within blocks before the bootstrap
@@ -48,7 +48,7 @@ from relaxed_e3nn.train._targets import TargetSpec, structure_losses
 
 __all__ = ["ParentRecord", "group_from_config", "resolve_parent", "block_ids", "structure_loss_fn",
            "validate_trained", "restricted_steps", "symmetry_record", "symmetry_text", "write_symmetry_files", "impose", "finetune_budget",
-           "NUM_FILE_BLOCKS", "MAX_CHECKED", "MIN_FINETUNE_STEPS", "MAX_FINETUNE_STEPS"]
+           "NUM_FILE_BLOCKS", "MAX_CHECKED", "MIN_FINETUNE_STEPS", "MAX_FINETUNE_STEPS", "FINETUNE_LR_FACTOR"]
 
 #: contiguous file-order blocks of ``data.train`` when the structures carry no trajectory or orbit
 NUM_FILE_BLOCKS = 20
@@ -56,6 +56,10 @@ NUM_FILE_BLOCKS = 20
 MAX_CHECKED = 32
 #: bounds of the default fine-tune budget (:func:`finetune_budget`)
 MIN_FINETUNE_STEPS, MAX_FINETUNE_STEPS = 10, 20
+#: the fine-tune's learning rate relative to the run's final one: a fresh Adam moves every weight
+#: by about its learning rate per step, which at the training rate throws a converged model off its
+#: minimum and makes the comparison of candidates a lottery
+FINETUNE_LR_FACTOR = 0.1
 
 
 def group_from_config(value, key: str, *, allow_file: bool = False) -> Optional[PointGroup]:
