@@ -115,10 +115,8 @@ class SymmetryConfig:
         A group (as ``within``) imposed from the start: every θ is projected onto its invariant
         subspace at initialisation and after every optimizer step.
     finetune_steps : int, optional
-        Equal fine-tune budget (optimizer steps) of every candidate and of the unconstrained model;
-        default 2% of the run's optimizer steps, between 10 and 20 (the decision then costs at most
-        about a fifth of the training time). The fine-tune's fresh optimizer runs at a tenth of the
-        run's final learning rate (:data:`relaxed_e3nn.train._symmetry.FINETUNE_LR_FACTOR`).
+        Equal fine-tune budget (optimizer steps) of every candidate and of the free model, at a
+        tenth of the run's final learning rate; default 2% of the run's steps, within 10..20.
     fraction : float
         Share of ``data.train`` held out as the selection split of the decision (never trained on,
         never used for early stopping).
@@ -126,15 +124,11 @@ class SymmetryConfig:
         RMS displacement (Å) within which the parent must map each training structure onto itself
         (:func:`relaxed_e3nn.groups.check_parent`).
     min_blocks : int
-        The fewest evidence blocks of the selection split (time stretches or trajectories,
-        :func:`relaxed_e3nn.train._symmetry.block_ids`) that can support breaking; with fewer the
-        parent is kept and the log says so.
+        Fewer evidence blocks than this in the selection split support no breaking: the parent is kept.
     restricted_fraction : float
-        Share of the training steps taken by the parent-symmetric restriction of the model (θ
-        projected onto the parent's invariant subspace for the step, only the ordinary weights and
-        the invariant part of θ updated; :meth:`relaxed_e3nn.symmetry.ThetaProjector.restricted`),
-        so that the decision compares two trained models rather than a trained model and its
-        projection. Used when ``validate`` is on and no group is imposed; 0 switches it off.
+        Share of training steps that train the parent-symmetric restriction (θ projected for the
+        step: :meth:`relaxed_e3nn.symmetry.ThetaProjector.restricted`); 0: off. Used when
+        ``validate`` is on and no group is imposed.
     """
 
     validate: bool = True
