@@ -37,7 +37,7 @@ proposed by the residual groups of :math:`\theta` and of the breaking the traini
    blocks the bootstrap bound is not trusted (a percentile bootstrap over a handful of blocks is
    far too narrow) and no breaking is supported: the parent is kept, whatever the point estimates.
 5. *Evidence.* Applying the same rule with :math:`\Delta^*_H` of each bootstrap resample in place of
-   :math:`U_H` says how often each candidate would have been chosen (``win_frequency``): a decision
+   :math:`\ell_H` says how often each candidate would have been chosen (``win_frequency``): a decision
    that wins 95% of resamples is stable; one split between two candidates is marginal.
 
 The decision is about *this* model class and data size: "the parent" means the data do not support
@@ -131,7 +131,7 @@ class BreakingDecision:
     def summary(self) -> str:
         """One line: the tolerance scan, then the decision, e.g.
         ``"C1 at 0.001; Cs with mirror normal [..] from 0.03; validated: Cs with mirror normal [..]
-        (ΔL/L ≤ 0.012 at 95%)"``."""
+        (ΔL/L +0.012, ≥ -0.02 at 95%)"``."""
         chosen = self.candidates[self.chosen_index]
         bound = f"ΔL/L {chosen.relative_excess:+.3g}, ≥ {chosen.lcb:.3g} at {self.confidence:.0%}"
         scan = scan_text(self.candidates)

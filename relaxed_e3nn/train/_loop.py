@@ -142,6 +142,8 @@ class _Trainer:
                              and model_dict.get("atomic_energies") is None and "energy" in self.spec.names)
         self.model = self._build_model(model_dict, checkpoint)
         self.restriction = self._restriction()
+        # built once: a projector per optimizer step would rebuild the group's projectors every step
+        self.imposer = ThetaProjector(self.model, self.imposed) if self.imposed is not None else None
         o = cfg.optim
         self.optimizer = make_optimizer(self.model, o.lr, name=o.name, weight_decay=o.weight_decay,
                                         theta_lr=o.theta_lr, theta_optimizer=o.theta_optimizer,
@@ -330,8 +332,8 @@ class _Trainer:
         batches = epoch_batches(self.train_orbits, cfg.batch_size, cfg.seed, epoch)
         bar = progress_bar(len(batches), f"epoch {epoch + 1}/{cfg.epochs}", self._show_progress())
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        restricted = _symmetry.restricted_steps(len(batches), cfg.symmetry.restricted_fraction, cfg.seed, epoch) \
-            if self.restriction is not None else np.zeros(len(batches), dtype=bool)
+        fraction = cfg.symmetry.restricted_fraction if self.restriction is not None else 0.0
+        restricted = _symmetry.restricted_steps(len(batches), fraction, cfg.seed, epoch)
         for batch, restrict in zip(batches, restricted):
             counts = _add_counts(self.train_counts[i] for i in batch)
             mine = batch[ctx.rank::ctx.world_size]
@@ -348,7 +350,8 @@ class _Trainer:
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
-            _symmetry.impose(self.model, self.imposed)  # projected update: θ stays in V_H
+            if self.imposer is not None:
+                self.imposer.apply_()  # projected update: θ stays in V_H
             if self.ema is not None:
                 self.ema.update(self.model)
             loss_sum += step_loss
