@@ -77,7 +77,11 @@ class OptimConfig:
 
     Ordinary weights use Adam, AdamW or SGD (``name``); the relaxed weights θ get the equivariant treatment of
     :func:`relaxed_e3nn.nn.make_optimizer` (per-irrep-block second moments or plain SGD, and
-    the proximal group-lasso step of weight ``theta_penalty``).
+    the proximal group-lasso step of weight ``theta_penalty``). Before every step the whole
+    gradient is scaled down to norm ``grad_clip`` when it is longer (a scalar factor: θ's
+    updates stay equivariant); ``None``: no clipping. The default 1.0 keeps the outlier
+    gradients of an untrained model's first steps from derailing the run (docs/training.rst,
+    "Model size and CPU time").
     """
 
     name: str = "adam"
@@ -90,7 +94,7 @@ class OptimConfig:
     lr_factor: float = 0.5
     lr_patience: int = 10
     min_lr: float = 0.0
-    grad_clip: Optional[float] = None
+    grad_clip: Optional[float] = 1.0
 
 
 @dataclass
