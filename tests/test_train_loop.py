@@ -440,3 +440,27 @@ def test_trained_strict_model_is_equivariant_and_relaxed_is_not(tmp_path, dtype,
     for rotation in rotations:
         with pytest.raises(AssertionError):
             _assert_equivariant(relaxed, clusters, rotation, 10 * float_tolerance)
+
+
+def _parameter_step(tmp_path, name, optim):
+    """Length of the change of every trainable weight after one full-batch SGD step of ``optim``."""
+    data = write_emt_copper(tmp_path / "cu.xyz", n=5, seed=2)
+    common = dict(epochs=1, batch_size=8, strict=True, data={"val_fraction": 0.2})
+    optim = {"name": "sgd", "scheduler": "none", **optim}
+    before = train(tiny_train_config(str(data), tmp_path / f"{name}0", **common, optim={**optim, "lr": 1e-30}))
+    after = train(tiny_train_config(str(data), tmp_path / name, **common, optim=optim))
+    with torch.no_grad():
+        return float(torch.sqrt(sum(((a - b) ** 2).sum() for a, b in
+                                    zip(after.model.parameters(), before.model.parameters()))))
+
+
+def test_gradient_is_clipped_to_grad_clip_by_default(tmp_path):
+    from relaxed_e3nn.train import TrainConfig
+
+    assert TrainConfig.from_dict({"data": {"train": "x.xyz"}}).optim.grad_clip == 1.0
+    # one SGD step of learning rate 1 moves the weights by the clipped gradient: length exactly 1e-3
+    clipped = _parameter_step(tmp_path, "clipped", {"lr": 1.0, "grad_clip": 1e-3})
+    assert clipped == pytest.approx(1e-3, rel=1e-5)
+    # negative control: unclipped, the same step is longer, so the bound above is not vacuous
+    free = _parameter_step(tmp_path, "free", {"lr": 1.0, "grad_clip": None})
+    assert free > 10 * clipped
