@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "of a polar phase, train the strictly equivariant twin and the relaxed model, compare "
                     "them on held-out compositions, and report the symmetry the relaxed model learned "
                     "(for P4mm: C4v about [0 0 1]). About 20-40 s of wall time on a 2-core machine (measured "
-                    "21.5 s, 34.7 s of CPU, at load 0.5); --quick about 10 s (measured 8.3 s).",
+                    "20.7 s, 33.3 s of CPU, at load 0.5); --quick about 10 s (measured 7.7 s).",
     )
     parser.add_argument("--out", default="demo_output",
                         help="output directory (default: demo_output/); a previous demo run there is replaced")
