@@ -189,14 +189,19 @@ def _tangent_pass(graph: _Graph, x, y, w, c_x, c_y, c_w) -> torch.Tensor:
     for chunk in _chunks(graph.src.shape[0]):
         rows = chunk.stop - chunk.start
         x_edges = x.index_select(0, graph.src[chunk])
-        c_x_edges = x_edges if c_x is x else c_x.index_select(0, graph.src[chunk]) if c_x is not None else None
+        c_x_edges = None
+        if c_x is not None:
+            c_x_edges = x_edges if c_x is x else c_x.index_select(0, graph.src[chunk])
         b_all = y[chunk] @ graph.coupling
         c_b_all = c_y[chunk] @ graph.coupling if c_y is not None else None
         messages = x.new_empty(rows, plan.dim_out)
         for group in plan.groups:
             xg, bg = _group_blocks(x_edges, b_all, group, rows)
             plain = torch.bmm(xg, bg) if c_w is not None else None
-            along = _sum([torch.bmm(_group_blocks(c_x_edges, b_all, group, rows)[0], bg) if c_x is not None else None,
+            c_xg = xg if c_x_edges is x_edges else None  # c_x = x: the forward value itself
+            if c_x_edges is not None and c_xg is None:
+                c_xg = _group_blocks(c_x_edges, b_all, group, rows)[0]
+            along = _sum([torch.bmm(c_xg, bg) if c_xg is not None else None,
                           torch.bmm(xg, _group_blocks(x_edges, c_b_all, group, rows)[1]) if c_y is not None else None])
             for path in group.paths:
                 message = _sum([
