@@ -26,11 +26,13 @@ with learning rate 5e-3, batches of 4, loss ``MSE(E/atom) + 10 MSE(F)``; it stop
 first step that ends past its budget. NequIP is an optional dependency
 (``pip install relaxed_e3nn[nequip]``); without it its row is skipped.
 
-Printed per model: parameters, steps and epochs done, training structures per CPU second (all
-of the run's CPU time), the CPU seconds used, peak resident memory, and on the held-out cells the
+Printed per model: parameters, steps and epochs done, training structures per CPU second (all of
+the run's CPU time), the CPU seconds used, peak resident memory, and on the held-out cells the
 energy MAE (meV/atom) and the per-component force MAE (meV/Å); plus the ratio of each force MAE
-to NequIP's (the target is ≤ 1.5). CPU-time budgets are insensitive to other processes only up
-to cache and memory-bandwidth contention: say how loaded the machine was with the numbers.
+to NequIP's (the target is ≤ 1.5); and for the RelaxedNetwork rows the training loss of epochs
+1, 2, 5, 10 and the last (the package's loss, as in its log). CPU-time budgets are insensitive
+to other processes only up to cache and memory-bandwidth contention: say how loaded the machine
+was with the numbers.
 
 Usage: python benchmarks/train_vs_nequip.py [--budget {90,600}] [--models strict relaxed nequip] [--seed N]
 [--recipe JSON]
@@ -137,7 +139,7 @@ def _train_relaxed(kind, train_path, budget, seed, start):
         out = model(collate(items), compute_forces=True)
         return out["energy"], out["forces"]
 
-    return model, prepare, run, len(result.history)
+    return model, prepare, run, [row["train_loss"] for row in result.history]
 
 
 def _nequip(recipe):
@@ -211,12 +213,15 @@ def _worker(kind: str, train_path: str, test_path: str, budget: float, seed: int
     if kind == "nequip":
         model, prepare, run, steps, structures = _train_nequip(train_path, budget, seed, start)
     else:
-        model, prepare, run, epochs = _train_relaxed(kind, train_path, budget, seed, start)
+        model, prepare, run, train_losses = _train_relaxed(kind, train_path, budget, seed, start)
+        epochs = len(train_losses)
         batch_size = RELAXED_RECIPE.get("batch_size", 8)
         steps, structures = epochs * -(-NUM_TRAIN // batch_size), epochs * NUM_TRAIN
     used = time.process_time() - start
     result = dict(kind=kind, parameters=sum(p.numel() for p in model.parameters()), steps=steps,
                   epochs=structures / NUM_TRAIN, cpu_s=used, structures_per_s=structures / used)
+    if kind != "nequip":
+        result["train_losses"] = train_losses
     result.update(_held_out_errors(model, prepare, run, ase.io.read(test_path, index=":")))
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -271,6 +276,12 @@ def _print_table(rows, budget) -> None:
         print(f"{r['kind']:<8} {r['parameters']:>8d} {r['steps']:>6d} {r['epochs']:>6.2f} "
               f"{r['structures_per_s']:>8.2f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>8.0f} "
               f"{r['energy_mae_mev_atom']:>10.2f} {r['forces_mae_mev_a']:>8.1f} {ratio}")
+    for r in rows:
+        if "train_losses" in r:  # the package's loss per epoch: how fast the first epochs went
+            losses = r["train_losses"]
+            shown = [e for e in (1, 2, 5, 10, len(losses)) if e <= len(losses)]
+            print(f"{r['kind']} training loss by epoch: "
+                  + ", ".join(f"{e}: {losses[e - 1]:.4g}" for e in dict.fromkeys(shown)))
     if reference and any(r["kind"] != "nequip" for r in rows):
         ours = min(r["forces_mae_mev_a"] for r in rows if r["kind"] != "nequip")
         print(f"target: our best force MAE <= 1.5 x NequIP's: {ours / reference:.2f} x "
